@@ -1,0 +1,42 @@
+"""Arguments and error handling shared by the subcommands that run a detector."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..checkpoint import CheckpointError
+from ..detector import Detector
+from ..loading import ModelNotFoundError, load_detector
+
+
+def parse_input_size(value: str) -> int | None:
+    """'native' (or 'none') runs the network at each image's own size; else a square size in pixels."""
+    if value.lower() in ("native", "none"):
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--input-size must be a number of pixels or 'native', not {value!r}")
+    if size < 32:
+        raise argparse.ArgumentTypeError(f"--input-size must be at least 32, not {size}")
+    return size
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model file (.safetensors, mmseg .pth, TorchScript .pt) or a shipped "
+                                        "model's name; default: the shipped default model")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"],
+                        help="precision of the network (default fp32; fp16 needs CUDA)")
+    parser.add_argument("--input-size", default="512", type=parse_input_size,
+                        help="square size the network runs at (PAL4VST: 512), or 'native' for each image's own size")
+
+
+def load_detector_from_args(args: argparse.Namespace) -> Detector | None:
+    """The detector the arguments ask for, or None after printing why it could not be loaded."""
+    try:
+        return load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size)
+    except (ModelNotFoundError, CheckpointError, ValueError) as error:
+        print(f"pal {args.command}: {error}", file=sys.stderr)
+        return None

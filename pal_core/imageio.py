@@ -1,0 +1,102 @@
+"""Reading images into ComfyUI's layout and writing results without ever losing a file.
+
+Reading: JPEG, PNG, WebP (anything Pillow reads), 8- and 16-bit, grey, palette, RGBA; EXIF rotation is
+applied so masks line up with the image as viewers show it. Writing: PNG through a temporary file
+renamed into place, and an existing file is only replaced when the caller says so.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+# The official visualisation: artifact pixels blended 30% towards magenta.
+OVERLAY_COLOR = (1.0, 0.0, 1.0)
+OVERLAY_ALPHA = 0.3
+
+
+class ImageReadError(ValueError):
+    """An image file that is missing, unreadable or of an unsupported kind."""
+
+
+def read_image(path: str | os.PathLike, with_alpha: bool = False):
+    """Float tensor [H, W, 3] in 0..1 (and, with `with_alpha`, the alpha [H, W] or None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            rgb, alpha = _to_float_rgb(img)
+    except UnidentifiedImageError as error:
+        raise ImageReadError(f"{path}: not an image Pillow can read (corrupt, or an unsupported format)") from error
+    except (OSError, SyntaxError, ValueError) as error:  # truncated or damaged files
+        raise ImageReadError(f"{path}: could not be decoded ({error})") from error
+    image = torch.from_numpy(rgb)
+    if with_alpha:
+        return image, (torch.from_numpy(alpha) if alpha is not None else None)
+    return image
+
+
+def _to_float_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    alpha = None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16-bit (or 32-bit int) greyscale
+        grey = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if grey.max(initial=0) <= 65535 else float(grey.max())
+        grey = (grey / scale).astype(np.float32)
+        return np.repeat(grey[..., None], 3, axis=2), None
+    if img.mode == "F":
+        grey = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+        return np.repeat(grey[..., None], 3, axis=2), None
+    if "A" in img.getbands() or (img.mode == "P" and "transparency" in img.info):
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+        return np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0, alpha
+
+
+def list_images(paths: list[str | os.PathLike]) -> list[Path]:
+    """Files as given, and the image files inside folders (recursively, sorted)."""
+    found: list[Path] = []
+    for item in map(Path, paths):
+        if item.is_dir():
+            found.extend(sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            found.append(item)
+    return found
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """[H, W, C] or [H, W] float in 0..1 -> uint8 array (rounded)."""
+    return (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+
+
+def write_png(path: str | os.PathLike, image: torch.Tensor | np.ndarray, overwrite: bool = False) -> Path:
+    """Writes a PNG atomically. `image`: float [H, W(, 3)] in 0..1 or a uint8 array."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+    array = to_uint8(image) if isinstance(image, torch.Tensor) else np.asarray(image, dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def overlay(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The image with artifact pixels tinted magenta, as the official PAL4VST visualisation does.
+
+    image: [..., H, W, 3] float in 0..1; mask: [..., H, W] (0/1 or soft in 0..1).
+    """
+    weight = mask.to(image.dtype).unsqueeze(-1) * OVERLAY_ALPHA
+    color = torch.tensor(OVERLAY_COLOR, dtype=image.dtype, device=image.device)
+    return image * (1 - weight) + color * weight

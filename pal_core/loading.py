@@ -1,0 +1,204 @@
+"""`load_detector`: one entry point for every detector file a user may have.
+
+Formats are recognised from the file's content, never its name:
+- our `.safetensors` (weights + architecture + preprocessing metadata),
+- an mmsegmentation 1.x checkpoint (`{'meta', 'state_dict'}`, the official PAL4VST `.pth`),
+- a TorchScript archive (the official `end2end.pt`: normalised [1,3,512,512] in, class map out).
+A bare name (no path) is looked up among the models shipped in `weights/`; no source means the
+shipped default. Loaded networks are cached, so asking again does not read the file again.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file
+from .detector import Detector, DetectorInfo
+from .devices import resolve_device, resolve_dtype
+from .models.swin_upernet import CheckpointMismatch, from_mmseg_checkpoint, is_mmseg_swin_upernet
+from .preprocess import Preprocess
+
+DEFAULT_MODEL = "pal_lite"
+WEIGHTS_ENV = "PAL_WEIGHTS_DIR"
+TORCHSCRIPT_INPUT_SIZE = 512  # the official export has a static 512x512 input
+
+_cache: dict[tuple, tuple] = {}
+_CACHE_SIZE = 4
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No file at the given path, no shipped model of that name, or no default installed."""
+
+
+def weights_dirs() -> list[Path]:
+    """Where shipped models are looked up: $PAL_WEIGHTS_DIR first, then the repository's weights/."""
+    dirs = [Path(p) for p in os.environ.get(WEIGHTS_ENV, "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "weights")
+    return dirs
+
+
+def available_models() -> list[str]:
+    """Names of the shipped models (files `<name>.safetensors` in the weights folders)."""
+    names = {p.stem for d in weights_dirs() if d.is_dir() for p in d.glob("*.safetensors")}
+    return sorted(names)
+
+
+def resolve_source(source: str | os.PathLike | None) -> Path:
+    """A path to an existing model file, from a path, a shipped model's name, or None (the default)."""
+    name = DEFAULT_MODEL if source is None else str(source)
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise ModelNotFoundError(f"{path} is a folder; give the model file inside it (.safetensors, .pth or .pt)")
+    looks_like_name = os.sep not in name and "/" not in name and not path.suffix
+    if looks_like_name:
+        for folder in weights_dirs():
+            candidate = folder / f"{name}.safetensors"
+            if candidate.is_file():
+                return candidate
+    shipped = ", ".join(available_models()) or "none"
+    if source is None:
+        raise ModelNotFoundError(
+            f"no default model is installed (weights/{DEFAULT_MODEL}.safetensors not found). Pass a model: "
+            f"--model PATH (an official PAL4VST end2end.pt or mmseg .pth, or a .safetensors made by "
+            f"`pal convert`). Shipped models: {shipped}")
+    if looks_like_name:
+        raise ModelNotFoundError(f"no model named '{name}': not a file here and not a shipped model "
+                                 f"(shipped: {shipped})")
+    raise ModelNotFoundError(f"model file not found: {path}")
+
+
+def sniff_format(path: Path) -> str:
+    """'safetensors', 'torchscript' or 'torch' (a torch.save file), from the first bytes and zip entries."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if len(head) >= 9:
+        header_len = int.from_bytes(head[:8], "little")
+        if 2 <= header_len < 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile as error:
+            raise CheckpointError(f"{path}: a damaged zip archive ({error}); re-copy or re-download the file") from error
+        if any("/code/" in n or n.endswith("constants.pkl") for n in names):
+            return "torchscript"
+        if any(n.endswith("data.pkl") for n in names):
+            return "torch"
+        raise CheckpointError(f"{path}: a zip archive that is neither a torch checkpoint nor TorchScript")
+    if head[:1] == b"\x80":  # a pickle protocol marker: torch.save's legacy (non-zip) format
+        return "torch"
+    raise CheckpointError(
+        f"{path}: not a detector file. Expected one of: a .safetensors written by `pal convert`, an "
+        "mmsegmentation checkpoint (.pth, {'meta', 'state_dict'}), or a TorchScript end2end.pt")
+
+
+def _read_mmseg(path: Path) -> DetectorCheckpoint:
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"{path}: could not be read as a torch checkpoint with weights_only=True ({error}). Only plain "
+            "tensors and containers are loaded, never pickled code") from error
+    if isinstance(loaded, dict) and "state_dict" in loaded:
+        state_dict, meta = loaded["state_dict"], loaded.get("meta")
+    elif isinstance(loaded, dict):
+        state_dict, meta = loaded, None
+    else:
+        raise CheckpointError(f"{path}: holds a {type(loaded).__name__}, expected a dict with 'state_dict'")
+    if not isinstance(state_dict, dict) or not is_mmseg_swin_upernet(state_dict):
+        raise CheckpointError(
+            f"{path}: a torch checkpoint, but not an mmsegmentation Swin + UPerHead model (expected keys "
+            "'backbone.patch_embed.projection.weight' and 'decode_head.conv_seg.weight')")
+    try:
+        model = from_mmseg_checkpoint(state_dict, meta if isinstance(meta, dict) else None)
+    except CheckpointMismatch as error:
+        raise CheckpointError(f"{path}: keys or shapes do not fit an mmseg Swin + UPerHead model: {error}") from error
+    return DetectorCheckpoint(model, path.stem, Preprocess(), source=f"mmseg checkpoint {path.name}")
+
+
+def _read_torchscript(path: Path, device: torch.device) -> nn.Module:
+    try:
+        return torch.jit.load(str(path), map_location=device)
+    except Exception as error:
+        raise CheckpointError(f"{path}: TorchScript archive could not be loaded ({error})") from error
+
+
+def _check_torchscript_runs(module: nn.Module, path: Path, device: torch.device) -> None:
+    """Runs one small input: a file traced on CUDA can hold CUDA-only constants and fail on the CPU."""
+    probe = torch.zeros(1, 3, TORCHSCRIPT_INPUT_SIZE, TORCHSCRIPT_INPUT_SIZE, device=device)
+    try:
+        with torch.inference_mode():
+            module(probe)
+    except Exception as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if device.type == "cpu" and ("cuda" in str(error).lower() or "nvidia" in str(error).lower()):
+            raise CheckpointError(
+                f"{path}: this TorchScript file was traced on a CUDA GPU and its graph needs CUDA, which this "
+                f"machine does not have ({message}). Run it with device='cuda' on a GPU machine, or use the "
+                "mmseg .pth checkpoint of the same model, which runs on any device") from error
+        raise CheckpointError(f"{path}: TorchScript model failed on a test input [1,3,512,512] ({message})") from error
+
+
+def load_detector(
+    source: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    input_size: int | None = 512,
+    batch_size: int = 8,
+) -> Detector:
+    """Loads a detector from a file path, a shipped model's name, or (None) the shipped default.
+
+    `input_size` is the square size the network runs at (PAL4VST: 512); None runs it at each
+    image's own size, as mmsegmentation does for whole-image inference.
+    """
+    path = resolve_source(source)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(torch_device), torch_dtype)
+    if key not in _cache:
+        _cache[key] = _load_uncached(path, torch_device, torch_dtype)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.pop(next(iter(_cache)))
+    model, info, preprocess, output, fixed = _cache[key]
+    return Detector(model, info, preprocess, output, input_size, torch_device, torch_dtype, batch_size, fixed)
+
+
+def read_checkpoint(source: str | os.PathLike | None) -> DetectorCheckpoint:
+    """The network and metadata of a weights file (ours or mmseg), on the CPU in float32.
+
+    TorchScript files are refused: they hold a traced graph, not weights that map onto an architecture.
+    """
+    path = resolve_source(source)
+    kind = sniff_format(path)
+    if kind == "torchscript":
+        raise CheckpointError(
+            f"{path}: a TorchScript graph, which holds no weights we can map onto an architecture. Use the "
+            "mmsegmentation .pth checkpoint of the same model instead (it runs on any device and size)")
+    return read_detector_file(path) if kind == "safetensors" else _read_mmseg(path)
+
+
+def _load_uncached(path: Path, device: torch.device, dtype: torch.dtype) -> tuple:
+    kind = sniff_format(path)
+    if kind == "torchscript":
+        module = _read_torchscript(path, device)
+        _check_torchscript_runs(module, path, device)
+        info = DetectorInfo(path.stem, str(path), "torchscript", "torchscript")
+        return module, info, Preprocess(), "labels", TORCHSCRIPT_INPUT_SIZE
+    checkpoint = read_checkpoint(path)
+    info = DetectorInfo(checkpoint.name, str(path), kind if kind == "safetensors" else "mmseg",
+                        checkpoint.model.architecture)
+    model = checkpoint.model.eval().to(device=device, dtype=dtype)
+    return model, info, checkpoint.preprocess, "logits", None
+
+
+def clear_cache() -> None:
+    _cache.clear()

@@ -1,0 +1,33 @@
+"""Shared test fixtures: small models and images made on the spot (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pal_core import DetectorCheckpoint, save_detector_file
+from pal_core.models.swin_upernet import SwinUPerNet, SwinUPerNetConfig
+
+TINY_SWIN = SwinUPerNetConfig(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7,
+                              head_channels=16)
+
+
+def make_tiny_model(seed: int = 0) -> SwinUPerNet:
+    """A tiny Swin + UPerNet with random weights, including BatchNorm statistics."""
+    torch.manual_seed(seed)
+    model = SwinUPerNet(TINY_SWIN)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith("running_var"):
+                tensor.uniform_(0.5, 2.0)
+            elif name.endswith("running_mean"):
+                tensor.normal_(0, 0.2)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_detector_file(tmp_path_factory) -> str:
+    """Path to a tiny random detector in our .safetensors format."""
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    save_detector_file(DetectorCheckpoint(make_tiny_model(), "tiny", source="random test model"), path)
+    return str(path)
