@@ -11,6 +11,7 @@ shipped default. Loaded networks are cached, so asking again does not read the f
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -102,7 +103,8 @@ def sniff_format(path: Path) -> str:
 
 def _read_mmseg(path: Path) -> DetectorCheckpoint:
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:  # a file object: torch.load picks a reader from the suffix otherwise
+            loaded = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CheckpointError(
             f"{path}: could not be read as a torch checkpoint with weights_only=True ({error}). Only plain "
@@ -126,7 +128,9 @@ def _read_mmseg(path: Path) -> DetectorCheckpoint:
 
 def _read_torchscript(path: Path, device: torch.device) -> nn.Module:
     try:
-        return torch.jit.load(str(path), map_location=device)
+        with warnings.catch_warnings():  # torch deprecates TorchScript, but the official release is one
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location=device)
     except Exception as error:
         raise CheckpointError(f"{path}: TorchScript archive could not be loaded ({error})") from error
 
