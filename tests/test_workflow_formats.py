@@ -185,3 +185,19 @@ def test_conversion_does_not_modify_the_document():
     load(data, REGISTRY)
     assert data == before
     assert json.dumps(data)  # still serialisable
+
+
+def test_a_saved_png_carries_its_workflow_and_runs_again(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (12, 18, 3), dtype=np.uint8)).save(inputs / "in.png")
+    first = run_workflow(DATA / "core_pair.ui.json", input_dir=inputs, output_dir=tmp_path / "a", registry=REGISTRY)
+    with Image.open(first.files[0]) as saved:
+        assert json.loads(saved.text["workflow"]) == read_json(DATA / "core_pair.ui.json")
+        assert without_meta(json.loads(saved.text["prompt"])) == without_meta(read_json(DATA / "core_pair.api.json"))
+    again = run_workflow(first.files[0], input_dir=inputs, output_dir=tmp_path / "b", registry=REGISTRY)
+    assert again.source_format == "ui"
+    np.testing.assert_array_equal(np.asarray(Image.open(again.files[0])), np.asarray(Image.open(first.files[0])))
+    Image.fromarray(np.zeros((2, 2, 3), dtype=np.uint8)).save(tmp_path / "plain.png")
+    with pytest.raises(WorkflowFormatError, match="carries no ComfyUI workflow"):
+        run_workflow(tmp_path / "plain.png", registry=REGISTRY)

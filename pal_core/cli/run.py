@@ -18,7 +18,8 @@ def register(subparsers) -> None:
                     "our implementations of the core nodes it needs (LoadImage, SaveImage, ...). Everything "
                     "is validated first; nothing runs if anything is wrong. Progress goes to stderr, a "
                     "summary to stdout. Exit status: 0 done, 1 a node failed, 2 the workflow is not valid.")
-    parser.add_argument("workflow", type=Path, help="workflow .json file")
+    parser.add_argument("workflow", type=Path,
+                        help="workflow .json file (UI or API format), or a PNG saved by ComfyUI or `pal run`")
     parser.add_argument("--input-dir", type=Path,
                         help="folder LoadImage reads from (default: the workflow file's folder)")
     parser.add_argument("--output-dir", type=Path, default=Path("output"),

@@ -35,14 +35,14 @@ def _read(workflow: str | os.PathLike | Mapping) -> tuple[dict, Path | None]:
     if isinstance(workflow, Mapping):
         return dict(workflow), None
     path = Path(workflow)
-    return formats.read_json(path), path.resolve().parent
+    return formats.read_workflow_file(path), path.resolve().parent
 
 
 def _context(base_dir: Path | None, input_dir, output_dir, preview_dir) -> RunContext:
     return RunContext(
-        input_dir=Path(input_dir) if input_dir is not None else (base_dir or Path.cwd()),
-        output_dir=Path(output_dir) if output_dir is not None else Path.cwd() / "output",
-        preview_dir=Path(preview_dir) if preview_dir is not None else None,
+        input_dir=Path(input_dir).absolute() if input_dir is not None else (base_dir or Path.cwd()),
+        output_dir=Path(output_dir).absolute() if output_dir is not None else Path.cwd() / "output",
+        preview_dir=Path(preview_dir).absolute() if preview_dir is not None else None,
     )
 
 
@@ -71,7 +71,7 @@ def run_workflow(workflow: str | os.PathLike | Mapping, input_dir=None, output_d
                  preview_dir=None, registry: Mapping[str, type] | None = None,
                  extra_nodes: Mapping[str, type] | None = None,
                  progress: Callable[[str], None] | None = None) -> RunResult:
-    """Runs a workflow file or dict. Input files are looked up in `input_dir`, else beside the workflow
+    """Runs a workflow (.json file, a PNG saved by ComfyUI, or a dict). Input files are looked up in `input_dir`, else beside the workflow
     file (else the current folder); outputs go to `output_dir` (default ./output).
 
     `registry`: the node classes to use (default: core nodes + the PAL node pack); `extra_nodes` are

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from PIL import Image
+
 from .errors import WorkflowFormatError
 from .specs import NodeSpec, node_spec
 
@@ -40,6 +42,31 @@ class LoadedWorkflow:
     # (node_id, input_name) -> why a linked input was dropped; validation appends it to its error.
     hints: dict[tuple[str, str], str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+
+
+def read_workflow_file(path: str | Path) -> dict:
+    """A workflow .json, or the workflow a ComfyUI (or `pal run`) PNG carries in its text chunks."""
+    path = Path(path)
+    if path.suffix.lower() == ".png" and path.is_file():
+        return read_png_workflow(path)
+    return read_json(path)
+
+
+def read_png_workflow(path: Path) -> dict:
+    try:
+        with Image.open(path) as image:
+            chunks = dict(getattr(image, "text", {}) or {})
+    except (OSError, ValueError) as error:
+        raise WorkflowFormatError(f"{path}: cannot be read as a PNG ({error})") from None
+    for key in ("workflow", "prompt"):  # the UI document keeps bypass/mute; the prompt is what last ran
+        if key in chunks:
+            try:
+                data = json.loads(chunks[key])
+            except json.JSONDecodeError:
+                continue
+            if isinstance(data, dict):
+                return data
+    raise WorkflowFormatError(f"{path}: this PNG carries no ComfyUI workflow (no 'workflow' or 'prompt' text chunk)")
 
 
 def read_json(path: str | Path) -> dict:

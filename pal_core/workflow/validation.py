@@ -105,11 +105,12 @@ def _check_node(node_id: str, prompt: dict, specs: dict[str, NodeSpec], hints) -
             continue
         value = inputs[name]
         if is_link(value):
-            problem = _check_link(value, input_spec, prompt, specs, check_type="input_types" not in validate_args)
-            if isinstance(problem, tuple):
+            problem, received = _check_link(value, input_spec, prompt, specs,
+                                            check_type="input_types" not in validate_args)
+            if problem is not None:
                 issues.append(issue(name, *problem))
-            elif problem is not None:
-                received_types[name] = problem
+            elif received is not None:
+                received_types[name] = received
             continue
         converted = _convert(value, input_spec)
         if isinstance(converted, Issue):
@@ -126,23 +127,23 @@ def _check_node(node_id: str, prompt: dict, specs: dict[str, NodeSpec], hints) -
 
 
 def _check_link(value: list, input_spec: InputSpec, prompt: dict, specs: dict[str, NodeSpec], check_type: bool):
-    """A (kind, message) problem, else the received type (None when it cannot be known)."""
+    """((kind, message) or None, the received type or None when it cannot be known)."""
     if len(value) != 2 or not isinstance(value[0], str) or not isinstance(value[1], int):
-        return ("bad_linked_input", f"a link must be [node id, output slot], got {value!r}")
+        return ("bad_linked_input", f"a link must be [node id, output slot], got {value!r}"), None
     origin_id, slot = value
     if origin_id not in prompt:
-        return ("missing_linked_node", f"linked to node {origin_id}, which is not in the workflow")
+        return ("missing_linked_node", f"linked to node {origin_id}, which is not in the workflow"), None
     origin = specs.get(origin_id)
     if origin is None:
-        return None  # its class is missing: already reported on that node
+        return None, None  # its class is missing: already reported on that node
     if not 0 <= slot < len(origin.return_types):
         return ("missing_linked_output", f"linked to output slot {slot} of node {origin_id} ({origin.class_type}), "
-                                         f"which has {len(origin.return_types)} output(s)")
+                                         f"which has {len(origin.return_types)} output(s)"), None
     received = origin.return_types[slot]
     if check_type and not _link_type_fits(received, input_spec):
         return ("return_type_mismatch", f"expects {input_spec.type_name} but is linked to output {slot} of node "
-                                        f"{origin_id} ({origin.class_type}), which gives {received}")
-    return received
+                                        f"{origin_id} ({origin.class_type}), which gives {received}"), received
+    return None, received
 
 
 def _link_type_fits(received, input_spec: InputSpec) -> bool:
