@@ -201,3 +201,17 @@ def test_a_saved_png_carries_its_workflow_and_runs_again(tmp_path):
     Image.fromarray(np.zeros((2, 2, 3), dtype=np.uint8)).save(tmp_path / "plain.png")
     with pytest.raises(WorkflowFormatError, match="carries no ComfyUI workflow"):
         run_workflow(tmp_path / "plain.png", registry=REGISTRY)
+
+
+def test_ui_workflow_with_uninstalled_nodes_names_them_all(tmp_path):
+    workflow = {"nodes": [ui_node(1, "CheckpointLoaderSimple", outputs=[("MODEL", [1])], widgets=["sd.safetensors"]),
+                          ui_node(2, "KSampler", inputs=[("model", "MODEL", 1)], outputs=[("LATENT", [2])],
+                                  widgets=[5, "randomize", 20, 7.0, "euler", "normal", 1.0]),
+                          ui_node(3, "VAEDecode", inputs=[("samples", "LATENT", 2)], outputs=[("IMAGE", [3])]),
+                          ui_node(4, "SaveImage", inputs=[("images", "IMAGE", 3)], widgets=["x"])],
+                "links": [[1, 1, 0, 2, 0, "MODEL"], [2, 2, 0, 3, 0, "LATENT"], [3, 3, 0, 4, 0, "IMAGE"]]}
+    with pytest.raises(WorkflowValidationError) as caught:
+        run_workflow(workflow, output_dir=tmp_path, registry=REGISTRY)
+    assert caught.value.missing_node_types() == {"CheckpointLoaderSimple": ["1"], "KSampler": ["2"],
+                                                 "VAEDecode": ["3"]}
+    assert len(caught.value.issues) == 3  # the SaveImage link from an unknown node is not a second error

@@ -289,3 +289,15 @@ def test_default_registry_has_core_nodes_and_reports_a_broken_pack(monkeypatch):
     monkeypatch.setattr(registry_module, "pack_mappings", lambda: ({}, "the PAL node pack could not be imported (x)"))
     with pytest.raises(WorkflowValidationError, match="could not be imported"):
         run_workflow({"1": node("PALDetect")}, registry=build_registry())
+
+
+def test_save_image_skips_a_file_that_appears_after_counting(tmp_path, monkeypatch):
+    from pal_core.workflow import core_nodes
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "img_00001_.png").write_bytes(b"written by someone else meanwhile")
+    monkeypatch.setattr(core_nodes, "next_counter", lambda folder, filename: 1)  # as if counted before it existed
+    result = run({"1": node("ImageSource"), "2": node("SaveImage", images=["1", 0], filename_prefix="img")}, tmp_path)
+    assert [p.name for p in result.files] == ["img_00002_.png", "img_00003_.png"]
+    assert (out / "img_00001_.png").read_bytes() == b"written by someone else meanwhile"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left

@@ -110,7 +110,7 @@ def test_no_output_node(tmp_path):
 
 def test_validate_inputs_is_called_and_its_inputs_skip_the_range_check(tmp_path):
     found, error = issues_of({"1": node("OddRejecter", value=3), "2": node("Sink", value=["1", 0])}, tmp_path)
-    assert found == [("1", "OddRejecter", None, "custom_validation_failed")]
+    assert found == [("1", "OddRejecter", "value", "custom_validation_failed")]
     assert "value must be even, got 3" in str(error)
     # VALIDATE_INPUTS takes `value`, so ComfyUI leaves its min/max to the node: 12 > max 10 passes
     run_workflow({"1": node("OddRejecter", value=12), "2": node("Sink", value=["1", 0])}, output_dir=tmp_path,
@@ -137,6 +137,6 @@ def test_nodes_no_output_needs_are_not_validated(tmp_path):
 def test_missing_input_image_and_escaping_prefix_are_caught_before_running(tmp_path):
     found, error = issues_of({"1": node("LoadImage", image="nowhere.png"),
                               "2": node("SaveImage", images=["1", 0], filename_prefix="../outside/x")}, tmp_path)
-    assert found == [("1", "LoadImage", None, "custom_validation_failed"),
-                     ("2", "SaveImage", None, "custom_validation_failed")]
+    assert found == [("1", "LoadImage", "image", "custom_validation_failed"),
+                     ("2", "SaveImage", "filename_prefix", "custom_validation_failed")]
     assert "Invalid image file: nowhere.png" in str(error) and "outside the output folder" in str(error)

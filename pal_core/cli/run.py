@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
 from ..workflow import (NodeExecutionError, WorkflowError, WorkflowValidationError, build_registry,
@@ -31,6 +32,7 @@ def register(subparsers) -> None:
                              "(numbers and true/false are read as such; repeatable)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--traceback", action="store_true", help="when a node fails, print where in its code")
     parser.set_defaults(func=run)
 
 
@@ -39,6 +41,8 @@ def _progress(line: str) -> None:
 
 
 def _report_failure(args, error: WorkflowError, status: str) -> None:
+    if args.traceback and isinstance(error, NodeExecutionError):
+        traceback.print_exception(error.cause, file=sys.stderr)
     print(f"pal run: {error}", file=sys.stderr)
     if args.json:
         record = {"status": status, "error": error.summary, "problems": error.problems}

@@ -203,7 +203,9 @@ def _run_validate_inputs(node_id, spec: NodeSpec, inputs: dict, arguments: list[
     except Exception as error:
         return [Issue(node_id, spec.class_type, None, "exception_during_validation",
                       f"VALIDATE_INPUTS raised {type(error).__name__}: {error}")]
-    return [Issue(node_id, spec.class_type, None, "custom_validation_failed",
+    checked = [name for name in values if name != "input_types"]
+    input_name = checked[0] if len(checked) == 1 else None  # ComfyUI names the inputs it passed
+    return [Issue(node_id, spec.class_type, input_name, "custom_validation_failed",
                   answer if isinstance(answer, str) else f"rejected by the node's VALIDATE_INPUTS ({answer!r})")
             for answer in answers if answer is not True]
 
