@@ -115,7 +115,8 @@ def resize_images(samples: torch.Tensor, width: int, height: int, method: str, c
 class LoadImage:
     """Image and mask from a file in the input folder. Mask = 1 - alpha (transparent = 1, "inpaint
     here"); without alpha, a 64x64 zero mask, as ComfyUI. Animated files give one image per frame
-    (frames of another size than the first are skipped, as ComfyUI)."""
+    (frames of another size than the first are skipped, as ComfyUI). Difference: 16-bit images are
+    scaled from their full range; ComfyUI's 8-bit conversion clips them."""
 
     CATEGORY = "image"
     RETURN_TYPES = ("IMAGE", "MASK")

@@ -120,7 +120,7 @@ def _merge_returns(returned: list, spec: NodeSpec) -> tuple[list[list], dict]:
         elif value is not None or spec.return_types:
             results.append(_check_result(value, spec))
     outputs = []
-    for slot, is_list in enumerate(spec.output_is_list[:len(spec.return_types)]):
+    for slot, is_list in enumerate(spec.output_is_list):
         if is_list:
             merged = []
             for items in results:

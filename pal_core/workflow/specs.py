@@ -72,8 +72,8 @@ class NodeSpec:
 
     @property
     def output_is_list(self) -> tuple:
-        flags = getattr(self.cls, "OUTPUT_IS_LIST", None)
-        return tuple(flags) if flags is not None else (False,) * len(self.return_types)
+        flags = tuple(getattr(self.cls, "OUTPUT_IS_LIST", None) or ())
+        return (flags + (False,) * len(self.return_types))[:len(self.return_types)]
 
     def widget_slots(self) -> list[str | None]:
         """Names in widgets_values order; None marks a frontend-only widget whose value is not sent."""
