@@ -215,3 +215,22 @@ def test_ui_workflow_with_uninstalled_nodes_names_them_all(tmp_path):
     assert caught.value.missing_node_types() == {"CheckpointLoaderSimple": ["1"], "KSampler": ["2"],
                                                  "VAEDecode": ["3"]}
     assert len(caught.value.issues) == 3  # the SaveImage link from an unknown node is not a second error
+
+
+def test_list_valued_widgets_are_values_not_links(tmp_path):
+    workflow = {"nodes": [ui_node(1, "Tags", outputs=[("STRING", [1])], widgets=[["blue", "red"]]),
+                          ui_node(2, "Sink", inputs=[("value", "STRING", 1)])],
+                "links": [[1, 1, 0, 2, 0, "STRING"]]}
+    assert load(workflow, REGISTRY).prompt["1"]["inputs"] == {"tags": {"__value__": ["blue", "red"]}}
+    result = run_workflow(workflow, output_dir=tmp_path, registry=REGISTRY)
+    assert result.output("1") == ["blue,red"]
+    workflow["nodes"][0]["widgets_values"] = [["blue", "pink"]]
+    with pytest.raises(WorkflowValidationError, match="'pink' is not one of"):
+        run_workflow(workflow, output_dir=tmp_path, registry=REGISTRY)
+
+
+def test_links_of_undeclared_inputs_must_point_somewhere(tmp_path):
+    with pytest.raises(WorkflowValidationError, match="input 'extra': linked to node 8, which is not in the workflow"):
+        run_workflow({"1": {"class_type": "ImageSource", "inputs": {"extra": ["8", 0]}},
+                      "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}},
+                     output_dir=tmp_path, registry=REGISTRY)

@@ -118,6 +118,19 @@ class Mixer:
         return (image * 0,)
 
 
+class Tags:
+    """A multiselect combo: its value is a list, which must not be mistaken for a link."""
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "join"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"tags": (["red", "green", "blue"], {"multiselect": True})}}
+
+    def join(self, tags):
+        return (",".join(tags),)
+
+
 class OddRejecter:
     RETURN_TYPES = ("INT",)
     FUNCTION = "run"
@@ -173,5 +186,5 @@ class ImageSource:
         return (values,)
 
 
-TEST_NODES = {cls.__name__: cls for cls in (IntList, AddInt, Collect, Sink, Settings, Blend, Mixer, OddRejecter,
+TEST_NODES = {cls.__name__: cls for cls in (IntList, AddInt, Collect, Sink, Settings, Blend, Mixer, Tags, OddRejecter,
                                             WrongArity, Expander, ImageSource)}

@@ -293,13 +293,14 @@ def ui_to_api(data: dict, classes: Mapping[str, type]) -> LoadedWorkflow:
 def _widget_inputs(node_id: str, node: dict, spec: NodeSpec, warnings: list[str]) -> dict:
     values = node.get("widgets_values")
     if isinstance(values, dict):  # some nodes save their widgets by name
-        return {name: values[name] for name in spec.inputs if name in values and spec.inputs[name].is_widget}
+        return {name: {"__value__": values[name]} if isinstance(values[name], list) else values[name]
+                for name in spec.inputs if name in values and spec.inputs[name].is_widget}
     values = list(values or [])
     slots = spec.widget_slots()
     inputs = {}
     for name, value in zip(slots, values):
-        if name is not None:
-            inputs[name] = value
+        if name is not None:  # a list value is wrapped, as the frontend does, so it is not read as a link
+            inputs[name] = {"__value__": value} if isinstance(value, list) else value
     where = f"node {node_id} ({spec.class_type})"
     if len(values) > len(slots):
         warnings.append(f"{where}: widgets_values has {len(values)} values but the node has {len(slots)} "

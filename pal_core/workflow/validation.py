@@ -35,7 +35,10 @@ def node_sort_key(node_id: str):
 
 
 def is_link(value) -> bool:
-    return isinstance(value, list)
+    """[origin node id, output slot]. A list value of another shape is a malformed link when validating,
+    and a constant once validated (list-valued widgets arrive wrapped as {"__value__": [...]})."""
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], int) and not isinstance(value[1], bool))
 
 
 def validate(prompt: dict, classes: Mapping[str, type],
@@ -86,8 +89,7 @@ def _needed_nodes(prompt: dict, outputs: list[str]) -> set[str]:
         if node_id in needed or node_id not in prompt:
             continue
         needed.add(node_id)
-        stack += [value[0] for value in prompt[node_id]["inputs"].values()
-                  if is_link(value) and len(value) == 2 and isinstance(value[0], str)]
+        stack += [value[0] for value in prompt[node_id]["inputs"].values() if is_link(value)]
     return needed
 
 
@@ -104,7 +106,7 @@ def _check_node(node_id: str, prompt: dict, specs: dict[str, NodeSpec], hints) -
                 issues.append(issue(name, "required_input_missing", f"required input is missing{why}"))
             continue
         value = inputs[name]
-        if is_link(value):
+        if isinstance(value, list):
             problem, received = _check_link(value, input_spec, prompt, specs,
                                             check_type="input_types" not in validate_args)
             if problem is not None:
@@ -121,14 +123,19 @@ def _check_node(node_id: str, prompt: dict, specs: dict[str, NodeSpec], hints) -
             problem = _check_value(converted, input_spec)
             if problem is not None:
                 issues.append(issue(name, *problem))
+    for name, value in inputs.items():  # links to undeclared (dynamic) inputs: their source must exist
+        if name not in spec.inputs and isinstance(value, list):
+            problem, _ = _check_link(value, None, prompt, specs, check_type=False)
+            if problem is not None:
+                issues.append(issue(name, *problem))
     if not issues and (validate_args or validate_takes_all):
         issues += _run_validate_inputs(node_id, spec, inputs, validate_args, validate_takes_all, received_types)
     return issues
 
 
-def _check_link(value: list, input_spec: InputSpec, prompt: dict, specs: dict[str, NodeSpec], check_type: bool):
+def _check_link(value: list, input_spec: InputSpec | None, prompt: dict, specs: dict[str, NodeSpec], check_type: bool):
     """((kind, message) or None, the received type or None when it cannot be known)."""
-    if len(value) != 2 or not isinstance(value[0], str) or not isinstance(value[1], int):
+    if not is_link(value):
         return ("bad_linked_input", f"a link must be [node id, output slot], got {value!r}"), None
     origin_id, slot = value
     if origin_id not in prompt:
@@ -217,7 +224,7 @@ def _find_cycles(prompt: dict, needed: set[str]) -> list[Issue]:
         state[node_id] = 1
         path.append(node_id)
         for value in prompt[node_id]["inputs"].values():
-            if not (is_link(value) and len(value) == 2 and value[0] in needed):
+            if not (is_link(value) and value[0] in needed):
                 continue
             origin = value[0]
             if state.get(origin) == 1:
@@ -243,7 +250,7 @@ def execution_order(prompt: dict, outputs: list[str]) -> list[str]:
     def visit(node_id: str) -> None:
         seen.add(node_id)
         for value in prompt[node_id]["inputs"].values():
-            if is_link(value) and len(value) == 2 and value[0] in prompt and value[0] not in seen:
+            if is_link(value) and value[0] in prompt and value[0] not in seen:
                 visit(value[0])
         order.append(node_id)
 
