@@ -140,3 +140,21 @@ def test_missing_input_image_and_escaping_prefix_are_caught_before_running(tmp_p
     assert found == [("1", "LoadImage", "image", "custom_validation_failed"),
                      ("2", "SaveImage", "filename_prefix", "custom_validation_failed")]
     assert "Invalid image file: nowhere.png" in str(error) and "outside the output folder" in str(error)
+
+
+def test_a_node_class_whose_input_types_fails_is_reported(tmp_path):
+    class Broken:
+        RETURN_TYPES = ("IMAGE",)
+        FUNCTION = "run"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            raise RuntimeError("model folder not configured")
+
+    registry = build_registry({**TEST_NODES, "Broken": Broken}, include_pack=False)
+    with pytest.raises(WorkflowValidationError) as caught:
+        run_workflow({"1": node("Broken"), "2": node("PreviewImage", images=["1", 0])}, output_dir=tmp_path,
+                     registry=registry)
+    (issue,) = caught.value.issues
+    assert (issue.node_id, issue.kind) == ("1", "invalid_node_class")
+    assert "INPUT_TYPES() failed: RuntimeError: model folder not configured" in issue.message

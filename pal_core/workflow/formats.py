@@ -276,8 +276,7 @@ def ui_to_api(data: dict, classes: Mapping[str, type]) -> LoadedWorkflow:
             continue
         if not isinstance(kind, str) or not kind:
             raise WorkflowFormatError(f"node {node_id} has no type (the workflow may be corrupted)")
-        cls = classes.get(kind)
-        spec = node_spec(kind, cls) if cls is not None else None
+        spec = _spec_or_none(kind, classes.get(kind))  # None: validation reports the class
         inputs = _widget_inputs(node_id, node, spec, result.warnings) if spec is not None else {}
         _link_inputs(node_id, node, graph, resolver, inputs, result.hints)
         entry = {"class_type": kind, "inputs": inputs}
@@ -288,6 +287,15 @@ def ui_to_api(data: dict, classes: Mapping[str, type]) -> LoadedWorkflow:
     if not result.prompt:
         raise WorkflowFormatError("the workflow has no nodes to run (all are notes, reroutes, muted or bypassed)")
     return result
+
+
+def _spec_or_none(kind: str, cls: type | None) -> NodeSpec | None:
+    if cls is None:
+        return None
+    try:
+        return node_spec(kind, cls)
+    except Exception:  # a broken INPUT_TYPES is reported, with its error, by validation
+        return None
 
 
 def _widget_inputs(node_id: str, node: dict, spec: NodeSpec, warnings: list[str]) -> dict:
