@@ -71,8 +71,9 @@ def run_workflow(workflow: str | os.PathLike | Mapping, input_dir=None, output_d
                  preview_dir=None, registry: Mapping[str, type] | None = None,
                  extra_nodes: Mapping[str, type] | None = None,
                  progress: Callable[[str], None] | None = None) -> RunResult:
-    """Runs a workflow (.json file, a PNG saved by ComfyUI, or a dict). Input files are looked up in `input_dir`, else beside the workflow
-    file (else the current folder); outputs go to `output_dir` (default ./output).
+    """Runs a workflow (a .json file, a PNG saved by ComfyUI, or a dict). Input files are looked up in
+    `input_dir`, else beside the workflow file (else the current folder); outputs go to `output_dir`
+    (default ./output).
 
     `registry`: the node classes to use (default: core nodes + the PAL node pack); `extra_nodes` are
     added to it. Raises WorkflowFormatError, OverrideError, WorkflowValidationError (nothing ran) or

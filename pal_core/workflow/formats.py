@@ -180,7 +180,10 @@ def _parse_link(link) -> tuple[str, _Link] | None:
     if any(v is None for v in values):
         return None
     link_id, origin_id, origin_slot, target_id, target_slot = values
-    return str(link_id), _Link(str(origin_id), int(origin_slot), str(target_id), int(target_slot))
+    try:
+        return str(link_id), _Link(str(origin_id), int(origin_slot), str(target_id), int(target_slot))
+    except (TypeError, ValueError):  # a damaged entry: inputs using it are reported as unconnected
+        return None
 
 
 def _refuse_unsupported(data: dict, graph: _UIGraph) -> None:
@@ -228,7 +231,8 @@ class _Resolver:
             return ("none", f"link {inputs[slot]['link']} of node {node['id']} is not in the workflow's link list")
         origin = self.graph.nodes.get(link.origin_id)
         if origin is None:
-            return ("none", f"link {inputs[slot]['link']} comes from node {link.origin_id}, which is not in the workflow")
+            return ("none", f"link {inputs[slot]['link']} comes from node {link.origin_id}, "
+                            "which is not in the workflow")
         return self.resolve_output(origin, link.origin_slot, target_type, seen)
 
     def resolve_output(self, node: dict, slot: int, target_type, seen: set) -> tuple:
@@ -256,7 +260,11 @@ class _Resolver:
         if target_type in ("*", "", None):
             return slot if slot < len(inputs) else (0 if inputs else -1)
         output_type = self.graph.output_type(node, slot)
-        fits = lambda i: _compatible(inputs[i].get("type"), output_type) and _compatible(inputs[i].get("type"), target_type)  # noqa: E731
+
+        def fits(index: int) -> bool:
+            kind = inputs[index].get("type")
+            return _compatible(kind, output_type) and _compatible(kind, target_type)
+
         if slot < len(inputs) and fits(slot):
             return slot
         for index, item in enumerate(inputs):
@@ -349,4 +357,5 @@ def _drop_links_to_removed_nodes(result: LoadedWorkflow, graph: _UIGraph) -> Non
                 del entry["inputs"][name]
                 origin = graph.nodes.get(value[0], {})
                 state = "muted" if origin.get("mode") == MODE_MUTED else "not sent to the server"
-                result.hints[(node_id, name)] = f"it comes from node {value[0]} ({origin.get('type')}), which is {state}"
+                result.hints[(node_id, name)] = (f"it comes from node {value[0]} ({origin.get('type')}), "
+                                                 f"which is {state}")
