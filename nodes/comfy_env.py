@@ -51,6 +51,26 @@ def model_files(kind: str) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
+def model_folders(kind: str) -> list[str]:
+    """The folders of a model kind (ComfyUI may map several through extra_model_paths.yaml)."""
+    if folder_paths is not None:
+        try:
+            return list(folder_paths.get_folder_paths(kind))
+        except KeyError:
+            return []
+    folder = _headless_folder(kind)
+    return [str(folder)] if folder is not None else []
+
+
+def sampler_names(fallback_samplers: list[str], fallback_schedulers: list[str]) -> tuple[list[str], list[str]]:
+    """ComfyUI's sampler and scheduler names; the fallbacks outside ComfyUI (for listing inputs only)."""
+    try:
+        import comfy.samplers
+    except ImportError:
+        return fallback_samplers, fallback_schedulers
+    return list(comfy.samplers.KSampler.SAMPLERS), list(comfy.samplers.KSampler.SCHEDULERS)
+
+
 def model_path(kind: str, name: str) -> str:
     """Full path of a file listed by `model_files`; a clear error when it is not there."""
     if folder_paths is not None:
