@@ -41,12 +41,12 @@ class Recorder(Inpainter):
 
 def blob_masks() -> tuple[torch.Tensor, torch.Tensor]:
     """Three images: no region, one region, three regions."""
-    images = torch.rand(3, 96, 128, 3)
-    mask = torch.zeros(3, 96, 128)
-    mask[1, 40:50, 60:75] = 1
-    mask[2, 5:12, 5:15] = 1
-    mask[2, 70:80, 20:30] = 1
-    mask[2, 30:40, 100:120] = 1
+    images = torch.rand(3, 256, 320, 3)
+    mask = torch.zeros(3, 256, 320)
+    mask[1, 100:110, 150:165] = 1
+    mask[2, 10:20, 10:25] = 1  # far enough apart that their 64 px crops do not overlap
+    mask[2, 200:215, 40:55] = 1
+    mask[2, 100:115, 250:290] = 1
     return images, mask
 
 
@@ -63,7 +63,7 @@ def test_crop_plan_per_image_and_identity_roundtrip():
     fixed = PALZoomInpaint().inpaint(crops, crop_masks, Identity(), "", 0, plan)[0]
     out, blend = PALComposite().composite(images, fixed, plan, 0.06, False)
     assert torch.equal(out, images)
-    assert blend.shape == (3, 96, 128) and blend[0].sum() == 0 and blend[2].sum() > 0
+    assert blend.shape == (3, 256, 320) and blend[0].sum() == 0 and blend[2].sum() > 0
 
 
 def test_zoom_inpaint_seeds_and_composite_changes_only_blend_region():
@@ -75,7 +75,7 @@ def test_zoom_inpaint_seeds_and_composite_changes_only_blend_region():
     out, blend = PALComposite().composite(images, fixed, plan, 0.06, False)
     outside = blend == 0
     assert torch.equal(out[outside], images[outside])
-    assert (out[1, 44, 66] - torch.tensor([0.0, 1.0, 0.0])).abs().max() < 1e-4  # centre of the region repainted
+    assert (out[1, 104, 156] - torch.tensor([0.0, 1.0, 0.0])).abs().max() < 1e-4  # centre of the region repainted
     without_plan = Recorder()
     PALZoomInpaint().inpaint(crops, crop_masks, without_plan, "", 10)
     assert without_plan.seeds == [10, 11, 12, 13]
@@ -108,15 +108,15 @@ def test_crops_to_segs_layout():
     (segs,) = PALCropsToSEGS().to_segs(images, plan)
     assert len(segs) == 3 and [len(s[1]) for s in segs] == [0, 1, 3]
     (height, width), items = segs[1]
-    assert (height, width) == (96, 128)
+    assert (height, width) == (256, 320)
     seg = items[0]
     x0, y0, x1, y1 = seg.crop_region
-    assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 96
+    assert 0 <= x0 < x1 <= 320 and 0 <= y0 < y1 <= 256
     assert seg.cropped_image.shape == (1, y1 - y0, x1 - x0, 3)
     assert torch.equal(seg.cropped_image[0], images[1, y0:y1, x0:x1])
     assert seg.cropped_mask.shape == (y1 - y0, x1 - x0) and seg.cropped_mask.sum() == 150
     bx0, by0, bx1, by1 = seg.bbox
-    assert (bx0, by0, bx1, by1) == (60, 40, 75, 50) and seg.label == "artifact" and seg.control_net_wrapper is None
+    assert (bx0, by0, bx1, by1) == (150, 100, 165, 110) and seg.label == "artifact" and seg.control_net_wrapper is None
 
 
 def test_auto_fix_with_opencv_and_a_real_detector(tiny_detector_file):
