@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import convert, detect
+from . import convert, detect, fix
 
-SUBCOMMANDS = [detect, convert]
+SUBCOMMANDS = [detect, convert, fix]
 
 
 def build_parser() -> argparse.ArgumentParser:
