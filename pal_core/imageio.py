@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -76,20 +77,68 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
 
 
-def write_png(path: str | os.PathLike, image: torch.Tensor | np.ndarray, overwrite: bool = False) -> Path:
-    """Writes a PNG atomically. `image`: float [H, W(, 3)] in 0..1 or a uint8 array."""
+def write_png(path: str | os.PathLike, image: torch.Tensor | np.ndarray, overwrite: bool = False,
+              text: dict[str, str] | None = None, compress_level: int = 6) -> Path:
+    """Writes a PNG atomically. `image`: float [H, W(, 3)] in 0..1 or a uint8 array.
+
+    `text`: PNG text chunks (ComfyUI stores the workflow this way). Without `overwrite`, an existing
+    file is never replaced, even one created by another process while this one was writing.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
     array = to_uint8(image) if isinstance(image, torch.Tensor) else np.asarray(image, dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    info = None
+    if text:
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
     try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
+        Image.fromarray(array).save(tmp, format="PNG", pnginfo=info, compress_level=compress_level)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _move_without_replacing(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _move_without_replacing(tmp: Path, path: Path) -> None:
+    try:
+        os.link(tmp, path)  # atomic, and fails if `path` appeared meanwhile
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if path.exists():
+            raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it") from None
+        os.replace(tmp, path)
+
+
+def read_frames(path: str | os.PathLike) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Every frame of an animated image (GIF, APNG, WebP, multi-page TIFF) as (rgb [H, W, 3], alpha or None).
+
+    A still image gives one frame. EXIF rotation is applied to each frame. An MPO file (a JPEG with
+    extra pictures such as a preview or a stereo pair) gives only its main picture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    frames = []
+    try:
+        with Image.open(path) as img:
+            count = 1 if img.format == "MPO" else getattr(img, "n_frames", 1)
+            for index in range(count):
+                img.seek(index)
+                rgb, alpha = _to_float_rgb(ImageOps.exif_transpose(img))
+                frames.append((torch.from_numpy(rgb), torch.from_numpy(alpha) if alpha is not None else None))
+    except UnidentifiedImageError as error:
+        raise ImageReadError(f"{path}: not an image Pillow can read (corrupt, or an unsupported format)") from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageReadError(f"{path}: could not be decoded ({error})") from error
+    return frames
 
 
 def overlay(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
