@@ -102,6 +102,7 @@ class PALPARScore:
     RETURN_TYPES = ("FLOAT", "STRING")
     RETURN_NAMES = ("par", "report")
     OUTPUT_IS_LIST = (True, False)
+    OUTPUT_NODE = True  # a score is a result of its own: the node runs even with nothing connected
     OUTPUT_TOOLTIPS = ("PAR per image (a list).", "JSON: index and PAR of each image.")
 
     @classmethod
@@ -123,7 +124,8 @@ class PALPARScore:
         else:
             raise ValueError("PAR Score needs either a mask, or images and a detector: connect one of them")
         scores = [round(float(p), 6) for p in par]
-        return scores, json.dumps([{"index": i, "par": p} for i, p in enumerate(scores)])
+        report = json.dumps([{"index": i, "par": p} for i, p in enumerate(scores)])
+        return {"ui": {"text": [report]}, "result": (scores, report)}
 
 
 class PALRankByPAR:

@@ -66,10 +66,12 @@ def test_detect_outputs(detector):
 def test_par_score_from_mask_or_images(detector):
     mask = torch.zeros(2, 10, 10)
     mask[0, :5] = 1.0
-    scores, report = PALPARScore().score(0.5, mask=mask)
+    out = PALPARScore().score(0.5, mask=mask)
+    scores, report = out["result"]
+    assert out["ui"]["text"] == [report]
     assert scores == [0.5, 0.0] and json.loads(report) == [{"index": 0, "par": 0.5}, {"index": 1, "par": 0.0}]
     images = torch.rand(2, 40, 40, 3)
-    scores, _ = PALPARScore().score(0.5, images=images, detector=detector)
+    scores, _ = PALPARScore().score(0.5, images=images, detector=detector)["result"]
     assert scores == pytest.approx(detector.par(images).tolist(), abs=1e-6)
     with pytest.raises(ValueError, match="needs either a mask, or images and a detector"):
         PALPARScore().score(0.5, images=images)
