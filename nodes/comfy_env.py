@@ -8,6 +8,7 @@ from `folder_paths` (or $PAL_MODELS_DIR and the shipped weights/), progress and 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -99,6 +100,24 @@ def check_interrupted() -> None:
     """Raises ComfyUI's interruption exception when the user pressed Cancel."""
     if model_management is not None:
         model_management.throw_exception_if_processing_interrupted()
+
+
+@contextmanager
+def model_on_device(model: torch.nn.Module, device: torch.device):
+    """Inside ComfyUI, GPU memory belongs to its model manager: ask it to free room for this model,
+    move the model in for the work, and back to the CPU afterwards, so ComfyUI's own models can use
+    the memory between runs. Outside ComfyUI the model simply stays where it is."""
+    if model_management is None or device.type == "cpu":
+        yield
+        return
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    model_management.free_memory(size * 3, device)  # weights plus room for activations
+    model.to(device)
+    try:
+        yield
+    finally:
+        model.to(model_management.unet_offload_device())
+        model_management.soft_empty_cache()
 
 
 def release_memory() -> None:

@@ -28,10 +28,11 @@ def predict_with_progress(detector: Detector, images: torch.Tensor) -> torch.Ten
         raise ValueError("the image batch is empty; connect a node that outputs at least one image")
     progress = comfy_env.Progress(images.shape[0])
     chunks = []
-    for start in range(0, images.shape[0], detector.batch_size):
-        chunk = images[start:start + detector.batch_size]
-        chunks.append(detector.predict(chunk))
-        progress.step(chunk.shape[0])
+    with comfy_env.model_on_device(detector.model, detector.device):
+        for start in range(0, images.shape[0], detector.batch_size):
+            chunk = images[start:start + detector.batch_size]
+            chunks.append(detector.predict(chunk))
+            progress.step(chunk.shape[0])
     return torch.cat(chunks).to(comfy_env.output_device())
 
 

@@ -188,7 +188,8 @@ class PALAutoFix:
         options = RefineOptions(threshold=threshold, zoom=zoom, resolution=target_size, feather=feather,
                                 color_match=color_match, redetect=redetect)
         progress = comfy_env.Progress(1)
-        result = refine(images, detector, inpainter, options, prompt, seed)
+        with comfy_env.model_on_device(detector.model, detector.device):
+            result = refine(images, detector, inpainter, options, prompt, seed)
         progress.step()
         out = comfy_env.output_device()
         return (result.images.to(out), result.mask_before.float().to(out), result.blend_mask.to(out),
