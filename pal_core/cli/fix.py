@@ -22,6 +22,7 @@ from ..crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
 from ..imageio import ImageReadError, list_images, read_image, to_uint8, write_png
 from ..inpainters import SPECS, make_inpainter
 from ..loading import load_detector
+from .common import add_model_arguments
 from ..refine import RefineOptions, refine
 
 
@@ -32,9 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "it back. Writes OUT/<name>.png and OUT/<name>.json.")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders searched recursively")
     parser.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
-    parser.add_argument("--model", default=None,
-                        help="detector: a .safetensors from `pal convert`, an official end2end.pt or mmseg .pth, "
-                             "or a shipped model's name (default: the shipped default model)")
+    add_model_arguments(parser)
     parser.add_argument("--inpainter", default="opencv", help=f"one of: {', '.join(SPECS)} (default: opencv, Telea)")
     parser.add_argument("--prompt", default="", help="diffusers: what the repainted regions should show")
     parser.add_argument("--negative-prompt", default="", help="diffusers: what they should not show")
@@ -45,10 +44,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--diffusers-config", default=None, metavar="FOLDER",
                         help="diffusers: a local pipeline folder with the configs a single checkpoint file needs")
     parser.add_argument("--threshold", type=float, default=0.5, help="artifact probability threshold (default: 0.5)")
-    parser.add_argument("--input-size", type=int, default=512,
-                        help="square size the detector runs at (default: 512, PAL4VST's; 0 = each image's own size)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: CUDA when available)")
-    parser.add_argument("--dtype", default=None, help="fp32 (default), bf16, fp16 (CUDA only)")
     parser.add_argument("--zoom", type=float, default=DEFAULT_ZOOM,
                         help=f"crop side / region's longest side (default: {DEFAULT_ZOOM}, the paper)")
     parser.add_argument("--min-side", type=int, default=DEFAULT_MIN_SIDE, help=f"smallest crop side in pixels (default: {DEFAULT_MIN_SIDE})")
@@ -80,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(targets)
     try:
         options = _options(args)
-        detector = load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size or None)
+        detector = load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size)
         inpainter = make_inpainter(args.inpainter, device=args.device, dtype=args.dtype, **_inpainter_settings(args))
     except (OSError, ValueError) as error:  # missing or unfit model files, bad settings
         return _fail(str(error))
