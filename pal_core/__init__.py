@@ -8,10 +8,12 @@ from .checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file,
 from .detector import Detector, DetectorInfo
 from .loading import DEFAULT_MODEL, ModelNotFoundError, available_models, load_detector
 from .preprocess import Preprocess
+from .refine import RefineOptions, RefineResult, refine
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError", "DEFAULT_MODEL", "Detector", "DetectorCheckpoint", "DetectorInfo", "ModelNotFoundError",
-    "Preprocess", "available_models", "load_detector", "read_detector_file", "save_detector_file",
+    "Preprocess", "RefineOptions", "RefineResult", "available_models", "load_detector", "read_detector_file",
+    "refine", "save_detector_file",
 ]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import convert, detect, run
+from . import convert, detect, fix, run
 
-SUBCOMMANDS = [detect, convert, run]
+SUBCOMMANDS = [detect, convert, fix, run]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,170 @@
+"""`pal fix`: find artifacts in images and repaint them through zoomed-in crops.
+
+For each image: detect, plan one square crop per region, inpaint the crops, blend them back and
+(unless --no-redetect) detect again, keeping each region's fix only if it reduced the artifacts.
+Writes OUT/<name>.png and OUT/<name>.json (regions, boxes, PAR before and after). One bad input is
+reported and skipped; the exit status is 1 when any input failed. Nothing is ever overwritten
+without --overwrite, and files are written through a temporary file renamed into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
+from ..imageio import ImageReadError, list_images, read_image, to_uint8, write_png
+from ..inpainters import SPECS, make_inpainter
+from ..loading import load_detector
+from .common import add_model_arguments
+from ..refine import RefineOptions, refine
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fix", help="repaint detected artifacts through zoomed-in crops",
+        description="Detect perceptual artifacts, inpaint a zoomed-in square crop around each region and blend "
+                    "it back. Writes OUT/<name>.png and OUT/<name>.json.")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders searched recursively")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
+    add_model_arguments(parser)
+    parser.add_argument("--inpainter", default="opencv", help=f"one of: {', '.join(SPECS)} (default: opencv, Telea)")
+    parser.add_argument("--prompt", default="", help="diffusers: what the repainted regions should show")
+    parser.add_argument("--negative-prompt", default="", help="diffusers: what they should not show")
+    parser.add_argument("--steps", type=int, default=30, help="diffusers: sampling steps (default: 30)")
+    parser.add_argument("--guidance", type=float, default=7.5, help="diffusers: guidance scale (default: 7.5)")
+    parser.add_argument("--strength", type=float, default=0.99, help="diffusers: denoising strength (default: 0.99)")
+    parser.add_argument("--seed", type=int, default=0, help="region i of an image uses seed + i (default: 0)")
+    parser.add_argument("--diffusers-config", default=None, metavar="FOLDER",
+                        help="diffusers: a local pipeline folder with the configs a single checkpoint file needs")
+    parser.add_argument("--threshold", type=float, default=0.5, help="artifact probability threshold (default: 0.5)")
+    parser.add_argument("--zoom", type=float, default=DEFAULT_ZOOM,
+                        help=f"crop side / region's longest side (default: {DEFAULT_ZOOM}, the paper)")
+    parser.add_argument("--min-side", type=int, default=DEFAULT_MIN_SIDE, help=f"smallest crop side in pixels (default: {DEFAULT_MIN_SIDE})")
+    parser.add_argument("--min-area", type=int, default=RefineOptions.min_area,
+                        help=f"ignore regions smaller than this many pixels (default: {RefineOptions.min_area})")
+    parser.add_argument("--max-area-ratio", type=float, default=RefineOptions.max_area_ratio,
+                        help="leave an image alone when its mask covers more than this fraction "
+                             f"(default: {RefineOptions.max_area_ratio})")
+    parser.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION,
+                        help=f"inpainting size of every crop (default: {DEFAULT_RESOLUTION}; 1024 for SDXL)")
+    parser.add_argument("--multiple", type=int, choices=(8, 16, 64), default=8,
+                        help="round the inpainting size to a multiple of this (default: 8)")
+    parser.add_argument("--no-merge", action="store_true", help="keep overlapping crops separate")
+    parser.add_argument("--color-match", action="store_true",
+                        help="match each fix's colours to its surroundings (Lab mean and spread)")
+    parser.add_argument("--no-redetect", action="store_true",
+                        help="keep every fix without checking that it reduced the artifacts (one detector pass "
+                             "instead of two or three)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = list_images(args.images)
+    if not paths:
+        return _fail("no images found in the given paths")
+    targets = _output_names(paths, args.out)
+    if isinstance(targets, str):
+        return _fail(targets)
+    try:
+        options = _options(args)
+        detector = load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size)
+        inpainter = make_inpainter(args.inpainter, device=args.device, dtype=args.dtype, **_inpainter_settings(args))
+    except (OSError, ValueError) as error:  # missing or unfit model files, bad settings
+        return _fail(str(error))
+
+    failures = 0
+    progress = tqdm(paths, desc="fix", unit="image", disable=None, file=sys.stderr)
+    for path in progress:
+        try:
+            _fix_one(path, targets[path], detector, inpainter, options, args)
+        except (ImageReadError, FileExistsError, ValueError, OSError, RuntimeError) as error:  # one bad file, not the run
+            failures += 1
+            tqdm.write(f"pal fix: {path}: {error}" if str(path) not in str(error) else f"pal fix: {error}",
+                       file=sys.stderr)
+    if failures:
+        tqdm.write(f"pal fix: {failures} of {len(paths)} images failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _fix_one(path: Path, target: Path, detector, inpainter, options: RefineOptions, args: argparse.Namespace) -> None:
+    report_path = target.with_suffix(".json")
+    for output in (target, report_path):
+        if output.exists() and not args.overwrite:
+            raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
+    image, alpha = read_image(path, with_alpha=True)
+    result = refine(image.unsqueeze(0), detector, inpainter, options, prompts=args.prompt, seed=args.seed)
+    fixed = result.images[0]
+    if alpha is not None:  # keep the input's transparency
+        write_png(target, np.dstack([to_uint8(fixed), to_uint8(alpha)]), overwrite=args.overwrite)
+    else:
+        write_png(target, fixed, overwrite=args.overwrite)
+    report = {
+        "input": str(path), "output": str(target), "size": list(image.shape[:2]),
+        "detector": getattr(getattr(detector, "info", None), "source", None), "inpainter": inpainter.name,
+        "prompt": args.prompt, "seed": args.seed, "threshold": options.threshold,
+        **result.report()[0],
+    }
+    write_json(report_path, report, overwrite=args.overwrite)
+
+
+def write_json(path: Path, data: dict, overwrite: bool = False) -> Path:
+    """Writes JSON through a temporary file renamed into place (no half-written reports)."""
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _output_names(paths: list[Path], out: Path) -> dict[Path, Path] | str:
+    """OUT/<stem>.png per input, or an error message when two inputs would write the same file."""
+    targets: dict[Path, Path] = {}
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        target = out / f"{path.stem}.png"
+        if target in seen:
+            return (f"{seen[target]} and {path} would both be written to {target}; rename one, or fix them "
+                    "in separate runs with different --out folders")
+        seen[target] = path
+        targets[path] = target
+    return targets
+
+
+def _options(args: argparse.Namespace) -> RefineOptions:
+    if args.zoom < 1.0:
+        raise ValueError(f"--zoom must be >= 1 (the crop must contain the region), not {args.zoom}")
+    if args.resolution < 8:
+        raise ValueError(f"--resolution must be >= 8, not {args.resolution}")
+    if not 0.0 < args.max_area_ratio <= 1.0:
+        raise ValueError(f"--max-area-ratio must be in (0, 1], not {args.max_area_ratio}")
+    if not 0.0 <= args.threshold < 1.0:
+        raise ValueError(f"--threshold must be in [0, 1), not {args.threshold}")
+    return RefineOptions(
+        threshold=args.threshold, min_area=args.min_area, max_area_ratio=args.max_area_ratio, zoom=args.zoom,
+        min_side=args.min_side, resolution=args.resolution, multiple=args.multiple,
+        merge_overlapping=not args.no_merge, color_match=args.color_match, redetect=not args.no_redetect)
+
+
+def _inpainter_settings(args: argparse.Namespace) -> dict:
+    if not args.inpainter.startswith("diffusers:"):
+        return {}
+    return {"negative_prompt": args.negative_prompt, "steps": args.steps, "guidance": args.guidance,
+            "strength": args.strength, "config": args.diffusers_config}
+
+
+def _fail(message: str) -> int:
+    print(f"pal fix: error: {message}", file=sys.stderr)
+    return 2

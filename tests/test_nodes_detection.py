@@ -1,0 +1,101 @@
+"""The detection nodes, called as ComfyUI calls them, on real tensors with a tiny real detector."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import pal_nodes
+from pal_nodes import comfy_env
+from pal_nodes.detection import PALDetectArtifacts, PALLoadDetector, PALPARScore, PALRankByPAR
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch, tiny_detector_file):
+    """A ComfyUI-like models folder outside ComfyUI, holding the tiny detector."""
+    (tmp_path / "pal4vst").mkdir()
+    (tmp_path / "pal4vst" / "tiny.safetensors").write_bytes(open(tiny_detector_file, "rb").read())
+    monkeypatch.setenv(comfy_env.MODELS_ENV, str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def detector(models_dir):
+    return PALLoadDetector().load("tiny.safetensors", "cpu", "fp32", 512)[0]
+
+
+def test_every_node_is_described_and_every_input_has_a_tooltip():
+    assert pal_nodes.NODE_CLASS_MAPPINGS and set(pal_nodes.NODE_CLASS_MAPPINGS) == set(pal_nodes.NODE_DISPLAY_NAME_MAPPINGS)
+    for class_id, cls in pal_nodes.NODE_CLASS_MAPPINGS.items():
+        assert class_id.startswith("PAL") and cls.CATEGORY.startswith("PAL") and cls.DESCRIPTION
+        assert callable(getattr(cls(), cls.FUNCTION))
+        assert len(cls.RETURN_TYPES) == len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES))
+        for section in cls.INPUT_TYPES().values():
+            for name, spec in section.items():
+                assert len(spec) == 2 and spec[1].get("tooltip"), f"{class_id}.{name} has no tooltip"
+
+
+def test_loader_lists_models_folder_and_loads(models_dir, detector):
+    choices = PALLoadDetector.INPUT_TYPES()["required"]["model"][0]
+    assert choices[0] == "default" and "tiny.safetensors" in choices
+    assert detector.name == "tiny" and detector.device.type == "cpu" and detector.input_size == 512
+    native = PALLoadDetector().load("tiny.safetensors", "cpu", "fp32", 0)[0]
+    assert native.input_size is None and native.model is detector.model  # loaded once, reused
+    with pytest.raises(FileNotFoundError, match="models/pal4vst"):
+        PALLoadDetector().load("missing.safetensors", "cpu", "fp32", 512)
+    with pytest.raises(ValueError, match="float16 is not supported on the CPU"):
+        PALLoadDetector().load("tiny.safetensors", "cpu", "fp16", 512)
+
+
+def test_detect_outputs(detector):
+    images = torch.rand(3, 48, 64, 3)
+    mask, probability, preview, par = PALDetectArtifacts().detect(detector, images, 0.5)
+    assert mask.shape == probability.shape == (3, 48, 64) and preview.shape == images.shape
+    assert torch.equal(mask, (probability > 0.5).float())
+    assert torch.allclose(probability, detector.predict(images))
+    assert par == [round(float(m.mean()), 6) for m in mask]
+    untouched = mask == 0
+    assert torch.equal(preview[untouched], images[untouched])
+    assert PALDetectArtifacts.OUTPUT_IS_LIST == (False, False, False, True)
+    with pytest.raises(ValueError, match="empty"):
+        PALDetectArtifacts().detect(detector, torch.zeros(0, 8, 8, 3), 0.5)
+
+
+def test_par_score_from_mask_or_images(detector):
+    mask = torch.zeros(2, 10, 10)
+    mask[0, :5] = 1.0
+    out = PALPARScore().score(0.5, mask=mask)
+    scores, report = out["result"]
+    assert out["ui"]["text"] == [report]
+    assert scores == [0.5, 0.0] and json.loads(report) == [{"index": 0, "par": 0.5}, {"index": 1, "par": 0.0}]
+    images = torch.rand(2, 40, 40, 3)
+    scores, _ = PALPARScore().score(0.5, images=images, detector=detector)["result"]
+    assert scores == pytest.approx(detector.par(images).tolist(), abs=1e-6)
+    with pytest.raises(ValueError, match="needs either a mask, or images and a detector"):
+        PALPARScore().score(0.5, images=images)
+
+
+def test_rank_by_par_sorts_and_filters(detector):
+    images = torch.rand(5, 32, 32, 3)
+    par = detector.par(images)
+    kept_images, masks, indices, scores, report = PALRankByPAR().rank(detector, images, 0, 1.0, 0.5)
+    assert indices == sorted(range(5), key=lambda i: (float(par[i]), i))
+    assert scores == sorted(scores) and torch.equal(kept_images[0], images[indices[0]])
+    assert masks.shape == (5, 32, 32)
+    top2 = PALRankByPAR().rank(detector, images, 2, 1.0, 0.5)
+    assert top2[2] == indices[:2] and top2[0].shape[0] == 2
+    limit = float(par.min())
+    under = PALRankByPAR().rank(detector, images, 0, limit, 0.5)
+    assert all(s <= limit + 1e-6 for s in under[3]) and len(under[2]) >= 1
+    json.loads(under[4])
+
+
+def test_rank_by_par_empty_selection_is_a_message(detector):
+    images = torch.rand(2, 32, 32, 3)
+    if float(detector.par(images).min()) == 0.0:
+        pytest.skip("this random detector finds nothing; the empty case needs PAR > 0")
+    kept_images, masks, indices, scores, report = PALRankByPAR().rank(detector, images, 0, 0.0, 0.5)
+    assert kept_images.shape[0] == 0 and indices == [] and scores == []
+    assert "raise max_par" in json.loads(report)["message"]
