@@ -282,6 +282,16 @@ def test_cli_runs_a_workflow_with_set_and_json(tmp_path, capsys, monkeypatch):
     assert "node 1 (WrongArity) failed" in capsys.readouterr().err
 
 
+def test_cli_lists_the_nodes_it_can_run(capsys, monkeypatch):
+    import pal_core.workflow.registry as registry_module
+    monkeypatch.setattr(registry_module, "pack_mappings", lambda: ({"PALThing": object}, None))
+    assert main(["run", "--list-nodes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("core nodes") and "LoadImage" in lines[0] and "SaveImage" in lines[0]
+    assert lines[1] == "PAL nodes: PALThing"
+    assert main(["run"]) == 2 and "give a workflow file" in capsys.readouterr().err
+
+
 def test_default_registry_has_core_nodes_and_reports_a_broken_pack(monkeypatch):
     import pal_core.workflow.registry as registry_module
     registry = build_registry()

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
                     "our implementations of the core nodes it needs (LoadImage, SaveImage, ...). Everything "
                     "is validated first; nothing runs if anything is wrong. Progress goes to stderr, a "
                     "summary to stdout. Exit status: 0 done, 1 a node failed, 2 the workflow is not valid.")
-    parser.add_argument("workflow", type=Path,
+    parser.add_argument("workflow", type=Path, nargs="?",
                         help="workflow .json file (UI or API format), or a PNG saved by ComfyUI or `pal run`")
     parser.add_argument("--input-dir", type=Path,
                         help="folder LoadImage reads from (default: the workflow file's folder)")
@@ -33,6 +33,7 @@ def register(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument("--traceback", action="store_true", help="when a node fails, print where in its code")
+    parser.add_argument("--list-nodes", action="store_true", help="list the node classes `pal run` can run, and exit")
     parser.set_defaults(func=run)
 
 
@@ -55,8 +56,22 @@ def _report_failure(args, error: WorkflowError, status: str) -> None:
         print(json.dumps(record, indent=2))
 
 
+def _list_nodes(registry) -> None:
+    for origin, title in (("core", "core nodes (our implementations, ComfyUI's names)"), ("pack", "PAL nodes")):
+        names = sorted(name for name, where in registry.origins.items() if where == origin)
+        print(f"{title}: {', '.join(names) or 'none'}")
+    for problem in registry.problems:
+        print(f"note: {problem}")
+
+
 def run(args: argparse.Namespace) -> int:
     registry = build_registry()
+    if args.list_nodes:
+        _list_nodes(registry)
+        return 0
+    if args.workflow is None:
+        print("pal run: give a workflow file (or --list-nodes)", file=sys.stderr)
+        return 2
     try:
         result = run_workflow(args.workflow, input_dir=args.input_dir, output_dir=args.output_dir,
                               overrides=args.overrides, preview_dir=args.preview_dir, registry=registry,

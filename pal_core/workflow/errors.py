@@ -57,6 +57,8 @@ class WorkflowValidationError(WorkflowError):
         if missing:
             summary += "; missing node types: " + "; ".join(
                 f"{kind} (node{'s' if len(ids) > 1 else ''} {', '.join(ids)})" for kind, ids in missing.items())
+            summary += (" (`pal run --list-nodes` shows the nodes it has; a workflow that needs others must run "
+                        "in ComfyUI)")
         super().__init__(summary, [str(issue) for issue in self.issues])
 
     def missing_node_types(self) -> dict[str, list[str]]:
