@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import convert, detect
+from . import convert, detect, rank
 
-SUBCOMMANDS = [detect, convert]
+SUBCOMMANDS = [detect, convert, rank]
 
 
 def build_parser() -> argparse.ArgumentParser:
