@@ -209,6 +209,7 @@ class Ranking:
                 f = handles[self.file_index[i]]
                 f.seek(int(self.offsets[i]))
                 record = json.loads(f.readline())
+                record.pop("rank", None)  # a sorted file read again: its old rank is stale
                 yield {"rank": i + 1 if i < self.scored else None, **record}
         finally:
             for f in handles:
