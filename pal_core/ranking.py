@@ -253,14 +253,17 @@ def rank_images(detector, inputs: list[str], records_path: str | os.PathLike,
     window = max(2 * settings.batch_size, 4 * max(settings.workers, 1))
     decoded = decode_in_background(entries, settings.workers, window)
     same_size = getattr(detector, "input_size", 512) is None
-    with RecordWriter(records_path) as writer:
-        summary.repaired_bytes = writer.repaired_bytes
-        for batch in batches_by_size(decoded, settings.batch_size, same_size):
-            records = score_batch(detector, batch, settings.threshold)
-            writer.append(records)
-            summary.add(records)
-            if progress is not None:
-                progress(len(records))
+    try:
+        with RecordWriter(records_path) as writer:
+            summary.repaired_bytes = writer.repaired_bytes
+            for batch in batches_by_size(decoded, settings.batch_size, same_size):
+                records = score_batch(detector, batch, settings.threshold)
+                writer.append(records)
+                summary.add(records)
+                if progress is not None:
+                    progress(len(records))
+    finally:
+        decoded.close()  # stop the decoding threads now, not whenever the traceback is freed
     return summary
 
 

@@ -104,8 +104,13 @@ class RecordWriter:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.repaired_bytes = repair_torn_tail(self.path)
         self._file = open(self.path, "ab")
+        try:
+            _lock_exclusively(self._file, self.path)
+            self.repaired_bytes = repair_torn_tail(self.path)  # only once no other writer can be appending
+        except BaseException:
+            self._file.close()
+            raise
 
     def append(self, records: Iterable[dict]) -> None:
         data = b"".join(json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in records)
@@ -122,6 +127,19 @@ class RecordWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _lock_exclusively(file, path: Path) -> None:
+    """Two runs appending to one record would interleave their lines: the second one is refused."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; one run per record file is up to the user
+        return
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ScoreFileError(f"{path} is being written by another pal rank run; wait for it to finish, "
+                             "or give this run another --out (or another --shard and --out)") from None
 
 
 def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:

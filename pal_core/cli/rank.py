@@ -94,7 +94,12 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         elif args.sheet.exists() and not args.overwrite:
             problems.append(f"{args.sheet} already exists (pass --overwrite to replace it)")
     problems += check_inputs(args.paths)
-    problems += [f"{p}: no such record file" for p in args.merge or [] if not p.is_file()]
+    for record_file in args.merge or []:
+        if record_file.suffix.lower() != ".jsonl":
+            problems.append(f"--merge takes JSONL record files, not {record_file} (for a .csv or .parquet "
+                            "output, its record is the <out>.records.jsonl beside it)")
+        elif not record_file.is_file():
+            problems.append(f"{record_file}: no such record file")
     return problems
 
 
