@@ -10,7 +10,6 @@ hash per already-scored image, however many images there are.
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import torch
-
 from PIL.Image import DecompressionBombError
 
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image
@@ -91,8 +89,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def shard_of(shard_key: str, count: int) -> int:
     """Which of `count` shards owns a path: a hash of its bytes, the same on every machine and run."""
-    digest = hashlib.blake2b(shard_key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % count
+    return path_hash(shard_key) % count
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,16 +141,22 @@ def check_resumable(existing: ExistingScores, settings: tuple, records_path: Pat
             "scores from different settings do not compare. Use another --out, or the same settings")
 
 
-def pending_entries(inputs: Iterable[str], existing: ExistingScores, shard: tuple[int, int],
+def pending_entries(inputs: list[str], existing: ExistingScores, shard: tuple[int, int],
                     summary: RankSummary) -> Iterator[ImageEntry]:
     """The entries of this shard that the record does not have yet (counting the others in `summary`)."""
     index, count = shard
+    # Overlapping arguments (a folder and a pattern inside it) would list an image twice. One folder
+    # never does, so only several arguments pay for remembering what this run has listed.
+    listed: set[int] | None = set() if len(inputs) > 1 else None
     for entry in iter_image_entries(inputs):
+        key = path_hash(entry.path)
         if count > 1 and shard_of(entry.shard_key, count) != index:
             summary.other_shards += 1
-        elif existing.has(path_hash(entry.path)):
+        elif existing.has(key):
             summary.skipped += 1
-        else:
+        elif listed is None or key not in listed:
+            if listed is not None:
+                listed.add(key)
             yield entry
 
 
@@ -237,17 +240,20 @@ def score_batch(detector, batch: list[Decoded], threshold: float) -> list[dict]:
 
 
 def rank_images(detector, inputs: list[str], records_path: str | os.PathLike,
-                settings: RankSettings = RankSettings(),
-                progress: Callable[[int], None] | None = None) -> RankSummary:
+                settings: RankSettings = RankSettings(), progress: Callable[[int], None] | None = None,
+                on_total: Callable[[int], None] | None = None) -> RankSummary:
     """Scores the images in `inputs` that `records_path` does not hold yet, appending their records.
 
     `detector`: a pal_core Detector (anything with `.name`, `.input_size` and `.par(list, threshold)`).
-    `progress(n)` is called after each batch with the number of images it held. An exception (or
-    Ctrl-C) leaves every batch finished before it on disk.
+    `progress(n)` is called after each batch with the number of images it held; `on_total(n)`, when
+    given, first gets the number of images to score (one more listing pass). An exception (or Ctrl-C)
+    leaves every batch finished before it on disk.
     """
     records_path = Path(records_path)
     existing = read_existing(records_path, settings.retry_errors)
     check_resumable(existing, detector_settings(detector, settings.threshold), records_path)
+    if on_total is not None:
+        on_total(count_pending(inputs, existing, settings.shard))
     summary = RankSummary()
     entries = pending_entries(inputs, existing, settings.shard, summary)
     window = max(2 * settings.batch_size, 4 * max(settings.workers, 1))

@@ -87,7 +87,8 @@ def columns_to_records(batch: dict[str, np.ndarray]) -> list[dict]:
 def rank_with_ray(inputs: list[str], records_path: str | os.PathLike, model: str | None = None,
                   settings: RankSettings = RankSettings(), device: str | None = None, dtype: str | None = None,
                   input_size: int | None = 512, actors: int = 1, gpus_per_actor: float = 0,
-                  address: str | None = None, progress: Callable[[int], None] | None = None) -> RankSummary:
+                  address: str | None = None, progress: Callable[[int], None] | None = None,
+                  on_total: Callable[[int], None] | None = None) -> RankSummary:
     """`rank_images` with the scoring spread over Ray actors; same record file, same resume rules.
 
     The driver lists the pending paths (about 100 bytes each, handed to Ray's object store) and
@@ -101,6 +102,8 @@ def rank_with_ray(inputs: list[str], records_path: str | os.PathLike, model: str
     del probe
     summary = RankSummary()
     paths = [{"image": entry.path} for entry in pending_entries(inputs, existing, settings.shard, summary)]
+    if on_total is not None:
+        on_total(len(paths))
     if not paths:
         return summary
     if not ray.is_initialized():

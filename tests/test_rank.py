@@ -82,6 +82,15 @@ def test_scores_every_image_and_records_unreadable_ones(folder, tmp_path):
     assert records["img1.png"]["model"] == "bright" and Path(records["img1.png"]["image"]).is_absolute()
 
 
+def test_overlapping_arguments_score_each_image_once(folder, tmp_path):
+    records_file = tmp_path / "scores.jsonl"
+    detector = BrightnessDetector()
+    summary = rank_images(detector, [str(folder), str(folder / "deep" / "*.png"), str(folder / "img0.png")],
+                          records_file, SETTINGS)
+    assert summary.scored == len(detector.seen) == 10
+    assert len(scored_records(records_file)) == 11
+
+
 def test_resume_scores_only_what_is_new(folder, tmp_path):
     records_file = tmp_path / "scores.jsonl"
     rank_images(BrightnessDetector(), [str(folder)], records_file, SETTINGS)
@@ -274,6 +283,18 @@ def test_cli_rank_end_to_end(folder, tmp_path, tiny_detector_file, capsys):
     assert main(argv_again) == 1  # the copies exist already: left alone, said so
     err = capsys.readouterr().err
     assert "0 scored" in err and "11 already in" in err and "left as they are" in err
+
+
+def test_cli_jsonl_output_is_the_record_sorted_in_place(folder, tmp_path, tiny_detector_file, capsys):
+    out = tmp_path / "scores.jsonl"
+    argv = ["rank", str(folder), "--model", tiny_detector_file, "--device", "cpu", "--input-size", "64",
+            "--threshold", "0.55", "--out", str(out), "--top-k", "2", "--no-progress"]
+    assert main(argv) == 0
+    rows = read_export(out)
+    selected = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert selected == rows[:2] and [r["rank"] for r in rows] == [*range(1, 11), None]
+    assert main(argv) == 0  # resumed from the sorted file: nothing new, same result
+    assert read_export(out) == rows and "0 scored" in capsys.readouterr().err
 
 
 def test_cli_merges_shard_records(folder, tmp_path, tiny_detector_file, capsys):

@@ -9,10 +9,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..ranking import RankSettings, check_inputs, count_pending, parse_shard, rank_images
+from ..ranking import RankSettings, check_inputs, parse_shard, rank_images
 from ..imageio import write_png
-from ..scores import (ScoreFileError, export_format, export_ranking, rank_records, read_existing, records_path_for,
-                      require_pyarrow)
+from ..scores import ScoreFileError, export_format, export_ranking, rank_records, records_path_for, require_pyarrow
 from ..selection import SheetLayout, contact_sheet, copy_best, select_best
 from .common import add_model_arguments, load_detector_from_args
 
@@ -128,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         sources = args.merge
     ranking = rank_records(sources)
     export_ranking(ranking, args.out)
+    if any(args.out.resolve() == Path(source).resolve() for source in sources):
+        ranking = rank_records([args.out])  # the sorted file replaced a source: the old line offsets are gone
     print(f"pal rank: {ranking.scored} images ranked, {len(ranking) - ranking.scored} unreadable, "
           f"written to {args.out}", file=sys.stderr)
     return use_selection(args, ranking, detector)
@@ -136,15 +137,18 @@ def run(args: argparse.Namespace) -> int:
 def score(args: argparse.Namespace, detector, records_path: Path):
     settings = RankSettings(batch_size=args.batch_size, workers=args.workers, threshold=args.threshold,
                             shard=args.shard, retry_errors=args.retry_errors)
-    total = count_pending(args.paths, read_existing(records_path, args.retry_errors), args.shard)
-    with tqdm(total=total, unit="img", disable=args.no_progress or None, dynamic_ncols=True,
-              desc="pal rank") as bar:
+    with tqdm(unit="img", disable=args.no_progress or None, dynamic_ncols=True, desc="pal rank") as bar:
+        def set_total(total: int) -> None:
+            bar.total = total
+            bar.refresh()
+
         if args.ray is None:
-            return rank_images(detector, args.paths, records_path, settings, progress=bar.update)
+            return rank_images(detector, args.paths, records_path, settings, progress=bar.update, on_total=set_total)
         from ..ray_ranking import rank_with_ray
         return rank_with_ray(args.paths, records_path, args.model, settings, device=args.device, dtype=args.dtype,
                              input_size=args.input_size, actors=args.ray_actors, gpus_per_actor=args.ray_gpus,
-                             address=None if args.ray == "local" else args.ray, progress=bar.update)
+                             address=None if args.ray == "local" else args.ray, progress=bar.update,
+                             on_total=set_total)
 
 
 def report_summary(summary, records_path: Path) -> None:
