@@ -311,6 +311,9 @@ def test_cli_rejects_bad_arguments_before_any_work(tmp_path, capsys, monkeypatch
     assert main(["rank", str(tmp_path / "missing"), "--out", str(tmp_path / "x.txt"), "--copy-best", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "no such file or folder" in err and ".jsonl, .csv or .parquet" in err and "--copy-best needs" in err
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    assert main(["rank", str(folder), "--ray", "local"]) == 2
+    assert "pip install 'pal-nodes[ray]'" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if pyarrow were not installed
     assert main(["rank", str(folder), "--out", str(tmp_path / "s.parquet")]) == 2
     assert "pip install 'pal-nodes[parquet]'" in capsys.readouterr().err

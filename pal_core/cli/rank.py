@@ -85,6 +85,12 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
             require_pyarrow()
     except ScoreFileError as error:
         problems.append(str(error))
+    if args.ray is not None:
+        from ..ray_ranking import require_ray
+        try:
+            require_ray()
+        except ImportError as error:
+            problems.append(str(error))
     if args.copy_best is not None and args.top_k is None and args.max_par is None:
         problems.append("--copy-best needs --top-k K or --max-par X (otherwise it would copy every image)")
     if args.sheet is not None:
