@@ -10,7 +10,7 @@ import math
 import os
 import shutil
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import islice, takewhile
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -27,17 +27,9 @@ COPY_NAME_DIGITS = 6  # rank prefix width: copies sort by rank in any file brows
 def select_best(ranking: Ranking, top_k: int | None = None, max_par: float | None = None) -> Iterator[dict]:
     """Scored records best first: at most `top_k` of them, none above `max_par`."""
     records = ranking.records(limit=ranking.scored)
-    if max_par is not None:
-        records = _until_above(records, max_par)
+    if max_par is not None:  # sorted: after the first record above it, none can qualify
+        records = takewhile(lambda record: record["par"] <= max_par, records)
     return islice(records, top_k) if top_k is not None else records
-
-
-def _until_above(records: Iterator[dict], max_par: float) -> Iterator[dict]:
-    """Records up to the first above `max_par` (they are sorted: none after it can qualify)."""
-    for record in records:
-        if record["par"] > max_par:
-            return
-        yield record
 
 
 # ----------------------------------------------------------------------------------------------
