@@ -175,9 +175,7 @@ class ExistingScores:
     """What a working record already holds: sorted path hashes to skip, and the settings used."""
 
     skip_hashes: np.ndarray  # sorted uint64
-    scored: int
-    errors: int
-    settings: set
+    settings: set  # record_settings() of the scored records
 
     def has(self, key: int) -> bool:
         where = int(np.searchsorted(self.skip_hashes, np.uint64(key)))
@@ -186,20 +184,15 @@ class ExistingScores:
 
 def read_existing(path: str | os.PathLike, retry_errors: bool = False) -> ExistingScores:
     """The images a working record has done (with `retry_errors`, failed ones count as not done)."""
-    hashes, scored, errors, settings = array("Q"), 0, 0, set()
+    hashes, settings = array("Q"), set()
     if Path(path).exists():
         for _, record in iter_records(path):
-            key = path_hash(record["image"])
-            if "error" in record:
-                errors += 1
-                if retry_errors:
-                    continue
-            else:
-                scored += 1
+            if "error" not in record:
                 settings.add(record_settings(record))
-            hashes.append(key)
-    done = np.unique(np.frombuffer(hashes, dtype=np.uint64))
-    return ExistingScores(done, scored, errors, settings)
+            elif retry_errors:
+                continue
+            hashes.append(path_hash(record["image"]))
+    return ExistingScores(np.unique(np.frombuffer(hashes, dtype=np.uint64)), settings)
 
 
 # ----------------------------------------------------------------------------------------------
