@@ -8,7 +8,7 @@ import torch
 
 from pal_core import Detector, available_models, load_detector
 from pal_core.imageio import overlay
-from pal_core.par_ranking import rank_by_par
+from pal_core.selection import rank_by_par
 
 from . import comfy_env
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import convert, detect, fix, run
+from . import convert, detect, fix, rank, run
 
-SUBCOMMANDS = [detect, convert, fix, run]
+SUBCOMMANDS = [detect, convert, fix, run, rank]
 
 
 def build_parser() -> argparse.ArgumentParser:
