@@ -36,7 +36,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def load_detector_from_args(args: argparse.Namespace) -> Detector | None:
     """The detector the arguments ask for, or None after printing why it could not be loaded."""
     try:
-        return load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size)
+        return load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size,
+                             batch_size=getattr(args, "batch_size", 8))
     except (ModelNotFoundError, CheckpointError, ValueError) as error:
         print(f"pal {args.command}: {error}", file=sys.stderr)
         return None

@@ -118,7 +118,6 @@ def run(args: argparse.Namespace) -> int:
         detector = load_detector_from_args(args)
         if detector is None:
             return 2
-        detector.batch_size = args.batch_size  # one network call per ranking batch
         try:
             summary = score(args, detector, records_path)
         except ScoreFileError as error:
