@@ -14,6 +14,7 @@ from PIL import Image
 from pal_core import load_detector
 from pal_core.imageio import read_image
 from pal_core.workflow import WorkflowValidationError, run_workflow
+from pal_core.workflow.core_nodes import to_comfy_uint8
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 INPUTS = WORKFLOWS / "input"
@@ -69,7 +70,7 @@ def test_rank_keeps_the_image_with_the_lowest_par(tmp_path):
     best = int(torch.argmin(par))
     assert result.output("5", 2) == [best]
     saved = pixels(tmp_path / "pal" / "best_00001_.png")
-    assert np.array_equal(saved, np.round(batch[best].numpy() * 255).astype(np.uint8))
+    assert np.array_equal(saved, to_comfy_uint8(batch[best]))  # SaveImage converts as ComfyUI does
 
 
 @pytest.mark.parametrize("name, fixed_node, blend", [("pal_autofix_opencv", "4", ("4", 2)),
