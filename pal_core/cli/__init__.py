@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import convert, detect, fix, rank, run
+from . import convert, detect, evaluate, finetune, fix, prepare_data, rank, run, train
 
-SUBCOMMANDS = [detect, convert, fix, run, rank]
+SUBCOMMANDS = [detect, fix, rank, run, convert, prepare_data, train, finetune, evaluate]
 
 
 def build_parser() -> argparse.ArgumentParser:

