@@ -41,3 +41,13 @@ def load_detector_from_args(args: argparse.Namespace) -> Detector | None:
     except (ModelNotFoundError, CheckpointError, ValueError) as error:
         print(f"pal {args.command}: {error}", file=sys.stderr)
         return None
+
+
+def add_run_control_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a training run is run (not what it learns): shared by `pal train` and `pal finetune`."""
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out with its saved recipe (recipe options given now are ignored)")
+    parser.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")

