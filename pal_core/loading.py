@@ -187,6 +187,10 @@ def read_checkpoint(source: str | os.PathLike | None) -> DetectorCheckpoint:
         raise CheckpointError(
             f"{path}: a TorchScript graph, which holds no weights we can map onto an architecture. Use the "
             "mmsegmentation .pth checkpoint of the same model instead (it runs on any device and size)")
+    return _read_weights(path, kind)
+
+
+def _read_weights(path: Path, kind: str) -> DetectorCheckpoint:
     return read_detector_file(path) if kind == "safetensors" else _read_mmseg(path)
 
 
@@ -197,12 +201,9 @@ def _load_uncached(path: Path, device: torch.device, dtype: torch.dtype) -> tupl
         _check_torchscript_runs(module, path, device)
         info = DetectorInfo(path.stem, str(path), "torchscript", "torchscript")
         return module, info, Preprocess(), "labels", TORCHSCRIPT_INPUT_SIZE
-    checkpoint = read_checkpoint(path)
+    checkpoint = _read_weights(path, kind)  # path resolved and format sniffed once, above
     info = DetectorInfo(checkpoint.name, str(path), kind if kind == "safetensors" else "mmseg",
                         checkpoint.model.architecture)
     model = checkpoint.model.eval().to(device=device, dtype=dtype)
     return model, info, checkpoint.preprocess, "logits", None
 
-
-def clear_cache() -> None:
-    _cache.clear()
