@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -36,9 +37,17 @@ class SyntheticConfig:
     train_samples: int = 4000
     val_per_kind: int = 24
     val_clean: int = 48
-    clean_share: float = 0.28  # samples left without artifacts: clean images must score about zero
+    clean_share: float = 0.3  # samples left without artifacts: clean images must score about zero
+    # Samples drawn from real photos rather than generated stills (photos are ~15% of the sources):
+    # dense natural texture is where false positives come from, so it is shown more often than its
+    # share of the sources, clean and with artifacts alike (the photo pick does not depend on cleanness).
+    photo_share: float = 0.35
+    # Samples given a global camera / encoder look first (grain, sharpening, softness, tone): the whole
+    # image changes, nothing is labelled, so the detector learns that only local defects count.
+    global_look_share: float = 0.3
     max_regions: int = 4
-    jpeg_share: float = 0.3  # samples re-encoded as JPEG afterwards, as generated images often are
+    jpeg_share: float = 0.35  # samples re-encoded as JPEG afterwards, as generated images often are
+    jpeg_quality: tuple[int, int] = (55, 95)
     seed: int = 0
     size: int = SIZE  # side of the square samples: the detector's input size
 
@@ -60,11 +69,49 @@ def whole_view(image: np.ndarray, size: int = SIZE) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
 
 
-def reencode_jpeg(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def reencode_jpeg(image: np.ndarray, rng: np.random.Generator, quality: tuple[int, int] = (55, 95)) -> np.ndarray:
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=int(rng.integers(70, 96)))
+    Image.fromarray(image).save(buffer, format="JPEG", quality=int(rng.integers(quality[0], quality[1] + 1)))
     buffer.seek(0)
     return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def global_look(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The whole image with one camera / pipeline trait: film grain, sharpening halos, softness or a tone curve.
+
+    Applied before artifacts and left unlabelled: such traits are uniform over a picture, while the
+    artifacts the detector must find are local (a patch unlike its surroundings).
+    """
+    work = image.astype(np.float32)
+    choice = rng.integers(0, 4)
+    if choice == 0:  # sensor grain, luminance or colour
+        sigma = rng.uniform(2.0, 7.0)
+        shape = work.shape if rng.random() < 0.5 else work.shape[:2] + (1,)
+        work = work + rng.normal(0, sigma, shape)
+    elif choice == 1:  # unsharp mask, as cameras and phones apply it
+        blurred = cv2.GaussianBlur(work, (0, 0), rng.uniform(0.8, 2.0))
+        work = work + rng.uniform(0.4, 1.5) * (work - blurred)
+    elif choice == 2:  # slight softness (lens, resampling)
+        work = cv2.GaussianBlur(work, (0, 0), rng.uniform(0.5, 1.2))
+    else:  # tone: gamma and contrast
+        work = 255.0 * (work / 255.0) ** rng.uniform(0.7, 1.4)
+        work = (work - 128.0) * rng.uniform(0.8, 1.25) + 128.0
+    return np.clip(np.rint(work), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class SourcePool:
+    """The clean images of one split, photos kept apart from generated stills so each can be weighted."""
+    stills: list[np.ndarray]
+    photos: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.stills) + len(self.photos)
+
+    def pick(self, rng: np.random.Generator, photo_share: float) -> np.ndarray:
+        use_photos = rng.random() < photo_share
+        group = (self.photos if use_photos else self.stills) or self.stills or self.photos
+        return group[int(rng.integers(0, len(group)))]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -79,24 +126,26 @@ class SampleSpec:
     kind: str | None  # None: any kinds (train); "clean": no artifacts
 
 
-_SOURCES: dict[str, list[np.ndarray]] = {}
+_SOURCES: dict[str, SourcePool] = {}
 
 
-def _init_worker(sources: dict[str, list[np.ndarray]]) -> None:
+def _init_worker(sources: dict[str, SourcePool]) -> None:
     _SOURCES.clear()
     _SOURCES.update(sources)
 
 
-def make_sample(spec: SampleSpec, config: SyntheticConfig, sources: dict[str, list[np.ndarray]]
+def make_sample(spec: SampleSpec, config: SyntheticConfig, sources: dict[str, SourcePool]
                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(image, 0/1 label, kinds) for one sample; deterministic in (config.seed, split, index)."""
     rng = np.random.default_rng([config.seed, 0 if spec.split == "train" else 1, spec.index])
     pool = sources["train" if spec.split == "train" else "holdout"]
-    image = random_view(pool[int(rng.integers(0, len(pool)))], rng, config.size)
+    image = random_view(pool.pick(rng, config.photo_share), rng, config.size)
+    if rng.random() < config.global_look_share:
+        image = global_look(image, rng)
     label, kinds = np.zeros(image.shape[:2], bool), []
     clean = spec.kind == "clean" or (spec.kind is None and rng.random() < config.clean_share)
     if not clean:
-        donor = random_view(pool[int(rng.integers(0, len(pool)))], rng, config.size)
+        donor = random_view(pool.pick(rng, config.photo_share), rng, config.size)
         chosen = ARTIFACT_KINDS if spec.kind is None else tuple(k for k in ARTIFACT_KINDS if k.name == spec.kind)
         regions = config.max_regions if spec.kind is None else 2
         for _ in range(4):  # an image meant to have artifacts gets at least one
@@ -105,7 +154,7 @@ def make_sample(spec: SampleSpec, config: SyntheticConfig, sources: dict[str, li
                 image = image_out
                 break
     if rng.random() < config.jpeg_share:
-        image = reencode_jpeg(image, rng)
+        image = reencode_jpeg(image, rng, config.jpeg_quality)
     return image, label.astype(np.uint8), kinds
 
 
@@ -131,9 +180,9 @@ def sample_specs(config: SyntheticConfig) -> Iterator[SampleSpec]:
         index += 1
 
 
-def load_sources(images: list[CleanImage]) -> dict[str, list[np.ndarray]]:
+def load_sources(images: list[CleanImage]) -> dict[str, SourcePool]:
     """Decoded clean images by split; large ones are shrunk to a 768 short side to save memory."""
-    sources: dict[str, list[np.ndarray]] = {"train": [], "holdout": []}
+    sources = {"train": SourcePool([], []), "holdout": SourcePool([], [])}
     for item in images:
         array = item.load()
         short = min(array.shape[:2])
@@ -141,7 +190,8 @@ def load_sources(images: list[CleanImage]) -> dict[str, list[np.ndarray]]:
             scale = 768 / short
             array = np.asarray(Image.fromarray(array).resize(
                 (round(array.shape[1] * scale), round(array.shape[0] * scale)), Image.LANCZOS))
-        sources[item.split].append(array)
+        pool = sources[item.split]
+        (pool.photos if item.is_photo else pool.stills).append(array)
     if not sources["train"] or not sources["holdout"]:
         raise ValueError(f"need clean images on both sides of the split; have {len(sources['train'])} for "
                          f"training and {len(sources['holdout'])} held out")

@@ -67,3 +67,18 @@ def test_synthesize_keeps_total_area_and_reports_kinds():
         changed = np.abs(edited.astype(int) - image.astype(int)).max(axis=2) > 0
         assert not changed[~mask].any()
         assert bool(kinds) == bool(mask.any())
+
+
+def test_detailed_points_fall_where_the_picture_has_structure():
+    from pal_core.artifacts import detailed_point
+
+    image = np.full((256, 256, 3), 120, np.uint8)
+    image[160:240, 20:100] = np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)
+    rng = np.random.default_rng(1)
+    points = np.array([detailed_point(image, rng) for _ in range(200)])
+    inside = (points[:, 0] > 140) & (points[:, 0] < 260) & (points[:, 1] > 0) & (points[:, 1] < 120)
+    assert inside.mean() > 0.9
+    # A region built around such a point contains it.
+    y, x = points[0]
+    region = random_region((256, 256), 0.01, rng, center=(y, x))
+    assert region[int(min(y, 255)), int(min(x, 255))]

@@ -78,3 +78,42 @@ def test_holdout_split_is_stable_and_keeps_groups_together():
     assert a.split == b.split
     assert CleanImage("photo_china", "photo:china", lambda: None).split == "holdout"
     assert CleanImage("photo_astronaut", "photo:astronaut", lambda: None).split == "train"
+
+
+def test_photo_share_picks_photos_or_stills_and_falls_back():
+    from pal_core.synthetic_data import SourcePool
+
+    still, photo = np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 255, np.uint8)
+    pool = SourcePool(stills=[still], photos=[photo])
+    rng = np.random.default_rng(0)
+    assert all(pool.pick(rng, 1.0) is photo for _ in range(20))
+    assert all(pool.pick(rng, 0.0) is still for _ in range(20))
+    picks = [pool.pick(rng, 0.35) is photo for _ in range(2000)]
+    assert 0.3 < np.mean(picks) < 0.4
+    # A split without photos (or without stills) still yields images.
+    assert SourcePool(stills=[still], photos=[]).pick(rng, 1.0) is still
+    assert SourcePool(stills=[], photos=[photo]).pick(rng, 0.0) is photo
+
+
+def test_global_look_changes_the_whole_image_but_keeps_it_recognisable():
+    from pal_core.synthetic_data import global_look
+
+    image = fake_images()[0].load()
+    for seed in range(12):
+        changed = global_look(image, np.random.default_rng(seed))
+        assert changed.shape == image.shape and changed.dtype == np.uint8
+        difference = np.abs(changed.astype(int) - image.astype(int))
+        assert difference.max() > 0  # something changed ...
+        # ... but the picture is the same picture
+        assert np.corrcoef(changed.ravel(), image.ravel())[0, 1] > 0.9
+        # ... and not in one place: the change is spread over all four quadrants.
+        quadrants = [difference[:48, :64], difference[:48, 64:], difference[48:, :64], difference[48:, 64:]]
+        assert all(q.mean() > 0.05 for q in quadrants)
+
+
+def test_samples_from_photos_are_labelled_like_any_other():
+    sources = load_sources(fake_images())
+    assert len(sources["train"].photos) == 2 and not sources["train"].stills
+    config = SyntheticConfig(photo_share=1.0, clean_share=0.0, jpeg_share=0.0, seed=2, size=SIZE)
+    image, label, kinds = make_sample(SampleSpec("train", "mixed", 0, None), config, sources)
+    assert kinds and label.any() and image.shape == (SIZE, SIZE, 3)

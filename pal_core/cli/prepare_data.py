@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("--val-clean", type=int, default=defaults.val_clean)
     p.add_argument("--clean-share", type=float, default=defaults.clean_share,
                    help="share of training images left without artifacts")
+    p.add_argument("--photo-share", type=float, default=defaults.photo_share,
+                   help="share of samples drawn from real photos rather than generated stills")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--workers", type=int, default=2, help="processes generating samples")
     p.add_argument("--overwrite", action="store_true", help="write into an --out that already holds a dataset")
@@ -31,9 +33,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0.0 <= args.clean_share <= 1.0:
-        print(f"error: --clean-share must be between 0 and 1, not {args.clean_share}", file=sys.stderr)
-        return 2
+    for flag, value in (("--clean-share", args.clean_share), ("--photo-share", args.photo_share)):
+        if not 0.0 <= value <= 1.0:
+            print(f"error: {flag} must be between 0 and 1, not {value}", file=sys.stderr)
+            return 2
     try:
         ensure_packages(args.install)
     except MissingSourcesError as error:
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     held_out = sum(i.split == "holdout" for i in images)
     print(f"{len(images)} clean images: {len(images) - held_out} for training, {held_out} held out")
     config = SyntheticConfig(train_samples=args.train_samples, val_per_kind=args.val_per_kind,
-                             val_clean=args.val_clean, clean_share=args.clean_share, seed=args.seed)
+                             val_clean=args.val_clean, clean_share=args.clean_share,
+                             photo_share=args.photo_share, seed=args.seed)
     try:
         manifest = generate_dataset(images, args.out, config, workers=args.workers, overwrite=args.overwrite)
     except FileExistsError as error:
