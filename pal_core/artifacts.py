@@ -2,8 +2,9 @@
 
 Each artifact kind imitates a local failure of image generators (PAL4VST's taxonomy): inpainting
 smears, melted / warped texture, transplanted patches whose colour and light do not match, blurry or
-badly upsampled patches, GAN checkerboards and grids, repeated texture, colour blotches, broken lines
-and garbled fine structure (strokes, text-like glyphs).
+badly upsampled patches, GAN checkerboards and grids, repeated texture, colour blotches, broken lines,
+garbled fine structure (strokes, text-like glyphs), and the failures of modern samplers: fused /
+ghosted objects, shredded structure under plausible texture, mushy detail painted over with texture.
 
 The contract every kind keeps: the result differs from the input only inside the returned region
 mask (composited with that hard mask), and a region whose change would be invisible is rejected
@@ -280,6 +281,49 @@ def high_frequency_noise(image: np.ndarray, region: np.ndarray, rng: np.random.G
     return ((image // step) * step + step // 2).astype(np.uint8)
 
 
+def fused_ghost(image: np.ndarray, region: np.ndarray, rng: np.random.Generator,
+                donor: np.ndarray | None = None) -> np.ndarray:
+    """Two things melted into one: a warped copy of other content shows through at partial opacity
+    (doubled limbs, fused objects, the double exposure of a sampler torn between two layouts)."""
+    h, w = region.shape
+    source = donor if donor is not None and donor.shape == image.shape and rng.random() < 0.5 else image
+    shift = (int(rng.integers(-h // 3, h // 3 + 1)), int(rng.integers(-w // 3, w // 3 + 1)))
+    ghost = melted_warp(np.ascontiguousarray(np.roll(source, shift, axis=(0, 1))), region, rng)
+    alpha = rng.uniform(0.3, 0.7) * (0.75 + 0.25 * _smooth_field((h, w), max(h, w) / 8, rng))[..., None]
+    return np.clip(image * (1 - alpha) + ghost * alpha, 0, 255).astype(np.uint8)
+
+
+def scrambled_structure(image: np.ndarray, region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Plausible texture, impossible structure: the region's own content shredded by a fine, strong
+    displacement field (short correlation length, large amplitude), then bent as a whole: the
+    incoherent hands, faces and machinery of generators, without the tell-tale straight edges of tiles."""
+    h, w = region.shape
+    ys, xs = np.nonzero(region)
+    size = max(np.ptp(ys), np.ptp(xs), 8)
+    grid_y, grid_x = np.mgrid[0:h, 0:w].astype(np.float32)
+    sigma = max(size * rng.uniform(0.03, 0.07), 1.5)
+    amplitude = size * rng.uniform(0.08, 0.2) + 2
+    map_x = grid_x + amplitude * _smooth_field((h, w), sigma, rng)
+    map_y = grid_y + amplitude * _smooth_field((h, w), sigma, rng)
+    shredded = cv2.remap(image, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REFLECT)
+    return melted_warp(shredded, region, rng) if rng.random() < 0.5 else shredded
+
+
+def hallucinated_detail(image: np.ndarray, region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Structure lost and generic texture painted over it: the mushy yet sharp-looking background
+    figures and faces of a sampler that ran out of resolution."""
+    h, w = region.shape
+    factor = rng.uniform(4, 10)
+    small = cv2.resize(image, (max(2, int(w / factor)), max(2, int(h / factor))), interpolation=cv2.INTER_AREA)
+    mush = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    mush = melted_warp(np.clip(mush, 0, 255).astype(np.uint8), region, rng).astype(np.float32)
+    blurred = cv2.GaussianBlur(mush, (0, 0), 1.5)
+    texture = rng.normal(0, rng.uniform(4, 12), (h, w, 1))
+    texture = cv2.GaussianBlur(texture.astype(np.float32), (0, 0), rng.uniform(0.5, 1.2))[..., None]
+    return np.clip(mush + rng.uniform(0.8, 2.0) * (mush - blurred) + texture, 0, 255).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class ArtifactKind:
     name: str
@@ -299,8 +343,12 @@ ARTIFACT_KINDS: tuple[ArtifactKind, ...] = (
     ArtifactKind("broken_lines", broken_lines, "stroke", 0.9),
     ArtifactKind("garbled_structure", garbled_structure, "blob", 1.0),
     ArtifactKind("high_frequency_noise", high_frequency_noise, "blob", 0.6),
+    ArtifactKind("fused_ghost", fused_ghost, "blob", 1.0),
+    ArtifactKind("scrambled_structure", scrambled_structure, "blob", 1.2),
+    ArtifactKind("hallucinated_detail", hallucinated_detail, "blob", 1.0),
 )
 KIND_NAMES = tuple(k.name for k in ARTIFACT_KINDS)
+DONOR_KINDS = frozenset({"transplanted_patch", "fused_ghost"})  # kinds that can take content from a second image
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,7 +364,7 @@ def apply_artifact(image: np.ndarray, region: np.ndarray, kind: ArtifactKind, rn
     """
     rows, cols = bounding_box(region, 24, region.shape)
     crop, crop_region = image[rows, cols], region[rows, cols]
-    kwargs = {"donor": donor[rows, cols]} if kind.name == "transplanted_patch" and donor is not None else {}
+    kwargs = {"donor": donor[rows, cols]} if kind.name in DONOR_KINDS and donor is not None else {}
     edited = kind.apply(np.ascontiguousarray(crop), crop_region, rng, **kwargs)
     changed = np.abs(edited.astype(np.int16) - crop.astype(np.int16)).max(axis=2)
     if changed[crop_region].mean() < MIN_VISIBLE_CHANGE:

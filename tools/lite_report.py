@@ -75,16 +75,23 @@ def write_floors(detector, args, clean, out: Path) -> None:
     result = evaluate_detector(detector, args.data, "val", args.threshold, progress=False)
     print(result.table())
     pars = [float(detector.par(image.unsqueeze(0), args.threshold)[0]) for _, image in clean]
+    # Real photos and generated stills fail differently (texture vs. nothing), so both are reported.
+    photos = [par for (name, _), par in zip(clean, pars) if name.startswith("photo_")]
+    stills = [par for (name, _), par in zip(clean, pars) if not name.startswith("photo_")]
     floors = {
         "model": detector.info.source,
         "synthetic_val": result.to_dict(),
         "clean_holdout": {"images": len(pars), "mean_par": float(np.mean(pars)), "max_par": float(np.max(pars)),
                           "flagged_images": int(sum(p > 0 for p in pars)),
+                          "mean_par_photos": float(np.mean(photos)) if photos else None,
+                          "mean_par_generated": float(np.mean(stills)) if stills else None,
                           "per_image": {name: par for (name, _), par in zip(clean, pars)}},
     }
     (out / "floors.json").write_text(json.dumps(floors, indent=1))
     print(f"clean holdout: mean PAR {floors['clean_holdout']['mean_par']:.4f}, max {floors['clean_holdout']['max_par']:.4f}, "
-          f"{floors['clean_holdout']['flagged_images']}/{len(pars)} images with any flagged pixel")
+          f"{floors['clean_holdout']['flagged_images']}/{len(pars)} images with any flagged pixel; "
+          f"photos {np.mean(photos) if photos else float('nan'):.4f} ({len(photos)}), "
+          f"generated {np.mean(stills) if stills else float('nan'):.4f} ({len(stills)})")
 
 
 def draw_overlays(detector, args, clean, out: Path) -> None:
