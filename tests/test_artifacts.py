@@ -82,3 +82,32 @@ def test_detailed_points_fall_where_the_picture_has_structure():
     y, x = points[0]
     region = random_region((256, 256), 0.01, rng, center=(y, x))
     assert region[int(min(y, 255)), int(min(x, 255))]
+
+
+def test_fused_ghost_shows_the_donor_through_at_partial_opacity():
+    from pal_core.artifacts import fused_ghost
+
+    image = np.full((96, 96, 3), 40, np.uint8)
+    donor = np.full((96, 96, 3), 220, np.uint8)
+    region = random_region((96, 96), 0.2, np.random.default_rng(0), center=(48, 48))
+    for seed in range(8):
+        ghosted = fused_ghost(image, region, np.random.default_rng(seed), donor=donor)[region]
+        if (ghosted > 40).all():  # the donor was used (a seed may ghost the image onto itself instead)
+            # Neither layer wins: every pixel is a blend, with the alpha range of the docstring.
+            assert ghosted.min() >= 40 + 0.3 * 0.5 * 180 - 1 and ghosted.max() <= 40 + 0.7 * 180 + 1
+            return
+    pytest.fail("no seed used the donor image")
+
+
+def test_scrambled_structure_keeps_the_colours_but_not_the_layout():
+    from pal_core.artifacts import scrambled_structure
+
+    image = textured_image(160, seed=4)
+    image[60:100] = (200, 40, 40)  # a red band: structure to shred
+    region = random_region((160, 160), 0.25, np.random.default_rng(2), center=(80, 80))
+    shredded = scrambled_structure(image, region, np.random.default_rng(5))
+    inside_before, inside_after = image[region].astype(float), shredded[region].astype(float)
+    # Colours are the region's own (a shuffle, not a repaint) ...
+    assert np.abs(inside_before.mean(0) - inside_after.mean(0)).max() < 20
+    # ... but many pixels moved far: the band's edges are no longer where they were.
+    assert (np.abs(inside_before - inside_after).max(-1) > 60).mean() > 0.05
