@@ -133,3 +133,11 @@ def test_convert_gives_identical_outputs(capsys, tmp_path):
     not_a_model.write_bytes(b"junk")
     assert main(["convert", str(not_a_model), str(tmp_path / "y.safetensors")]) == 2
     assert not (tmp_path / "y.safetensors").exists()
+
+
+@pytest.mark.parametrize("flag", ["--clean-share", "--photo-share"])
+def test_prepare_data_refuses_shares_outside_0_1_before_doing_anything(tmp_path, capsys, flag):
+    out = tmp_path / "data"
+    assert main(["prepare-data", "--out", str(out), flag, "1.5"]) == 2
+    assert f"{flag} must be between 0 and 1, not 1.5" in capsys.readouterr().err
+    assert not out.exists()
