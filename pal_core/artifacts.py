@@ -121,26 +121,36 @@ def _smooth_field(shape: tuple[int, int], sigma: float, rng: np.random.Generator
     return field / (np.abs(field).max() + 1e-6)
 
 
+def _remap(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    return cv2.remap(image, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT)
+
+
+def _displace(image: np.ndarray, amplitude: float, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """`image` resampled through a smooth random displacement field: up to `amplitude` pixels, with
+    correlation length `sigma` (long: a gentle bend; short: shredded structure)."""
+    h, w = image.shape[:2]
+    grid_y, grid_x = np.mgrid[0:h, 0:w].astype(np.float32)
+    return _remap(image, grid_x + amplitude * _smooth_field((h, w), sigma, rng),
+                  grid_y + amplitude * _smooth_field((h, w), sigma, rng))
+
+
 def melted_warp(image: np.ndarray, region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A strong local elastic warp or swirl: melted faces, bent lines, liquefied texture."""
     h, w = region.shape
     ys, xs = np.nonzero(region)
     size = max(np.ptp(ys), np.ptp(xs), 8)
-    grid_y, grid_x = np.mgrid[0:h, 0:w].astype(np.float32)
     if rng.random() < 0.35:  # a swirl around the region's centre
         cy, cx = ys.mean(), xs.mean()
+        grid_y, grid_x = np.mgrid[0:h, 0:w].astype(np.float32)
         dy, dx = grid_y - cy, grid_x - cx
         dist = np.sqrt(dy ** 2 + dx ** 2)
         twist = rng.choice([-1, 1]) * rng.uniform(1.0, 3.0) * np.exp(-(dist / (size * 0.5)) ** 2)
         cos, sin = np.cos(twist), np.sin(twist)
-        map_x, map_y = cx + dx * cos - dy * sin, cy + dx * sin + dy * cos
-    else:
-        amplitude = rng.uniform(0.08, 0.3) * size + 3
-        sigma = max(size * rng.uniform(0.08, 0.25), 2.0)
-        map_x = grid_x + amplitude * _smooth_field((h, w), sigma, rng)
-        map_y = grid_y + amplitude * _smooth_field((h, w), sigma, rng)
-    return cv2.remap(image, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REFLECT)
+        return _remap(image, cx + dx * cos - dy * sin, cy + dx * sin + dy * cos)
+    amplitude = rng.uniform(0.08, 0.3) * size + 3
+    sigma = max(size * rng.uniform(0.08, 0.25), 2.0)
+    return _displace(image, amplitude, sigma, rng)
 
 
 def _colour_mismatch(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -297,16 +307,11 @@ def scrambled_structure(image: np.ndarray, region: np.ndarray, rng: np.random.Ge
     """Plausible texture, impossible structure: the region's own content shredded by a fine, strong
     displacement field (short correlation length, large amplitude), then bent as a whole: the
     incoherent hands, faces and machinery of generators, without the tell-tale straight edges of tiles."""
-    h, w = region.shape
     ys, xs = np.nonzero(region)
     size = max(np.ptp(ys), np.ptp(xs), 8)
-    grid_y, grid_x = np.mgrid[0:h, 0:w].astype(np.float32)
     sigma = max(size * rng.uniform(0.03, 0.07), 1.5)
     amplitude = size * rng.uniform(0.08, 0.2) + 2
-    map_x = grid_x + amplitude * _smooth_field((h, w), sigma, rng)
-    map_y = grid_y + amplitude * _smooth_field((h, w), sigma, rng)
-    shredded = cv2.remap(image, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REFLECT)
+    shredded = _displace(image, amplitude, sigma, rng)
     return melted_warp(shredded, region, rng) if rng.random() < 0.5 else shredded
 
 
