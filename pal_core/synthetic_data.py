@@ -69,7 +69,7 @@ def whole_view(image: np.ndarray, size: int = SIZE) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
 
 
-def reencode_jpeg(image: np.ndarray, rng: np.random.Generator, quality: tuple[int, int] = (55, 95)) -> np.ndarray:
+def reencode_jpeg(image: np.ndarray, rng: np.random.Generator, quality: tuple[int, int]) -> np.ndarray:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=int(rng.integers(quality[0], quality[1] + 1)))
     buffer.seek(0)
