@@ -1,8 +1,40 @@
 """ComfyUI entry point: ComfyUI imports this folder (custom_nodes/<folder>) as a package.
 
+ComfyUI-Manager and the Comfy registry clone the repository and install only requirements.txt, so the
+library `pal_core` is loaded from this folder, under its own name only: the folder itself never goes
+on sys.path (its `nodes/` would shadow ComfyUI's nodes.py, its tests/ and tools/ other packs' modules).
+The folder's weights/ are registered with pal_core as the shipped models.
+
 Everything here must import without ComfyUI as well: the headless runner and the tests load the
 same mappings.
 """
+
+import importlib.util
+import sys
+from pathlib import Path
+
+_FOLDER = Path(__file__).resolve().parent
+
+
+def _load_pal_core():
+    """pal_core from this folder, unless one is already imported (then that one, e.g. an editable install)."""
+    loaded = sys.modules.get("pal_core")
+    if loaded is not None:
+        return loaded
+    package = _FOLDER / "pal_core"
+    spec = importlib.util.spec_from_file_location("pal_core", package / "__init__.py",
+                                                  submodule_search_locations=[str(package)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pal_core"] = module  # before running it, so its own imports of pal_core.* resolve here
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules["pal_core"]
+        raise
+    return module
+
+
+_load_pal_core().resources.register_weights_dir(_FOLDER / "weights")
 
 if __package__:
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS

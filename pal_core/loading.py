@@ -4,7 +4,7 @@ Formats are recognised from the file's content, never its name:
 - our `.safetensors` (weights + architecture + preprocessing metadata),
 - an mmsegmentation 1.x checkpoint (`{'meta', 'state_dict'}`, the official PAL4VST `.pth`),
 - a TorchScript archive (the official `end2end.pt`: normalised [1,3,512,512] in, class map out).
-A bare name (no path) is looked up among the models shipped in `weights/`; no source means the
+A bare name (no path) is looked up among the shipped models (resources.py says where they are); no source means the
 shipped default. Loaded networks are cached, so asking again does not read the file again.
 """
 
@@ -23,9 +23,9 @@ from .detector import Detector, DetectorInfo
 from .devices import resolve_device, resolve_dtype
 from .models.swin_upernet import CheckpointMismatch, from_mmseg_checkpoint, is_mmseg_swin_upernet
 from .preprocess import Preprocess
+from .resources import WEIGHTS_ENV, weights_dirs  # noqa: F401  (WEIGHTS_ENV: part of this module's API)
 
 DEFAULT_MODEL = "pal_lite"
-WEIGHTS_ENV = "PAL_WEIGHTS_DIR"
 TORCHSCRIPT_INPUT_SIZE = 512  # the official export has a static 512x512 input
 
 _cache: dict[tuple, tuple] = {}
@@ -34,13 +34,6 @@ _CACHE_SIZE = 4
 
 class ModelNotFoundError(FileNotFoundError):
     """No file at the given path, no shipped model of that name, or no default installed."""
-
-
-def weights_dirs() -> list[Path]:
-    """Where shipped models are looked up: $PAL_WEIGHTS_DIR first, then the repository's weights/."""
-    dirs = [Path(p) for p in os.environ.get(WEIGHTS_ENV, "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parent.parent / "weights")
-    return dirs
 
 
 def available_models() -> list[str]:

@@ -35,3 +35,7 @@ def tiny_detector_file(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
     save_detector_file(DetectorCheckpoint(make_tiny_model(), "tiny", source="random test model"), path)
     return str(path)
+
+
+# The real ComfyUI (tests/comfy_host.py): session fixtures for tests marked `comfyui`.
+from comfy_host import comfy_install, comfy_server  # noqa: E402,F401

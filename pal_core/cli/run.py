@@ -8,6 +8,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from ..resources import examples_dir
 from ..workflow import (NodeExecutionError, WorkflowError, WorkflowValidationError, build_registry,
                         run_workflow)
 
@@ -20,7 +21,8 @@ def register(subparsers) -> None:
                     "is validated first; nothing runs if anything is wrong. Progress goes to stderr, a "
                     "summary to stdout. Exit status: 0 done, 1 a node failed, 2 the workflow is not valid.")
     parser.add_argument("workflow", type=Path, nargs="?",
-                        help="workflow .json file (UI or API format), or a PNG saved by ComfyUI or `pal run`")
+                        help="workflow .json file (UI or API format), a PNG saved by ComfyUI or `pal run`, or the "
+                             "name of a shipped example (--list-examples)")
     parser.add_argument("--input-dir", type=Path,
                         help="folder LoadImage reads from (default: the workflow file's folder)")
     parser.add_argument("--output-dir", type=Path, default=Path("output"),
@@ -34,6 +36,8 @@ def register(subparsers) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument("--traceback", action="store_true", help="when a node fails, print where in its code")
     parser.add_argument("--list-nodes", action="store_true", help="list the node classes `pal run` can run, and exit")
+    parser.add_argument("--list-examples", action="store_true",
+                        help="list the example workflows shipped with the project (run one by its name), and exit")
     parser.set_defaults(func=run)
 
 
@@ -64,14 +68,44 @@ def _list_nodes(registry) -> None:
         print(f"note: {problem}")
 
 
+def _shipped_examples() -> dict[str, Path]:
+    folder = examples_dir()
+    return {} if folder is None else {p.stem: p for p in sorted(folder.glob("*.json"))}
+
+
+def _list_examples() -> None:
+    examples = _shipped_examples()
+    for name in examples:
+        print(name)
+    if examples:
+        print(f"(in {next(iter(examples.values())).parent}; their images in input/ there)")
+
+
+def _resolve_example(args: argparse.Namespace) -> None:
+    """A workflow given by a shipped example's name: its file, and its images unless --input-dir says."""
+    given = args.workflow
+    if given.exists() or given.suffix or len(given.parts) != 1:
+        return
+    example = _shipped_examples().get(str(given))
+    if example is not None:
+        args.workflow = example
+        if args.input_dir is None:
+            args.input_dir = example.parent / "input"
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.list_examples:
+        _list_examples()
+        return 0
     registry = build_registry()
     if args.list_nodes:
         _list_nodes(registry)
         return 0
     if args.workflow is None:
-        print("pal run: give a workflow file (or --list-nodes)", file=sys.stderr)
+        print("pal run: give a workflow file or a shipped example's name (or --list-nodes, --list-examples)",
+              file=sys.stderr)
         return 2
+    _resolve_example(args)
     try:
         result = run_workflow(args.workflow, input_dir=args.input_dir, output_dir=args.output_dir,
                               overrides=args.overrides, preview_dir=args.preview_dir, registry=registry,
