@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from comfy_host import PACK_FOLDER, ROOT
+from tiny_sd15 import write_tiny_sd15
 from pal_core.workflow import run_workflow
 from pal_nodes import NODE_CLASS_MAPPINGS
 
@@ -142,3 +144,48 @@ def test_api_twin_is_what_the_ui_graph_means(name, comfy_server):
     ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
     twin = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
     assert graph_meaning(ui, info) == twin
+
+
+def image_the_detector_flags(path: Path) -> np.ndarray:
+    """An example image with a synthetic artifact the shipped model finds (checked here), saved as PNG."""
+    from pal_core import load_detector
+    from pal_core.artifacts import synthesize
+
+    with Image.open(WORKFLOWS / "input" / "dog_sdxl_turbo.jpg") as img:
+        picture = np.asarray(img.convert("RGB")).copy()
+    for seed in range(8):
+        edited, _, kinds = synthesize(picture, np.random.default_rng(seed), 1)
+        found = load_detector(device="cpu").mask(torch.from_numpy(edited).float().div(255).unsqueeze(0))[0]
+        if kinds and int(found.sum()) >= 256:
+            Image.fromarray(edited).save(path)
+            return edited
+    raise AssertionError("no seed gave an artifact the shipped model finds")
+
+
+def test_checkpoint_workflow_samples_the_found_region_with_comfyuis_sampler(comfy_server):
+    """pal_autofix_checkpoint: CheckpointLoaderSimple (a random tiny SD1.5 the test builds) -> CLIP Text
+    Encode -> PAL ComfyUI Model Inpainter (InpaintModelConditioning + KSampler) inside Auto Fix."""
+    checkpoint = write_tiny_sd15(comfy_server.base / "models" / "checkpoints" / "tiny_sd15_test.safetensors")
+    original = image_the_detector_flags(comfy_server.base / "input" / "pal_flagged.png")
+    prompt = json.loads((WORKFLOWS / "api" / "pal_autofix_checkpoint.json").read_text())
+    loader = next(n for n in prompt.values() if n["class_type"] == "CheckpointLoaderSimple")
+    loader["inputs"]["ckpt_name"] = checkpoint.name
+    next(n for n in prompt.values() if n["class_type"] == "LoadImage")["inputs"]["image"] = "pal_flagged.png"
+    fix_id = next(i for i, n in prompt.items() if n["class_type"] == "PALAutoFix")
+    # Small and quick on a CPU; keep every fix (the random model's output would not lower the PAR).
+    prompt[fix_id]["inputs"].update(target_size=128, redetect=False)
+    next(n for n in prompt.values() if n["class_type"] == "PALComfyInpainter")["inputs"]["steps"] = 2
+    prompt["90"] = {"class_type": "MaskToImage", "inputs": {"mask": [fix_id, 2]}}  # the blend mask, to check
+    prompt["91"] = {"class_type": "SaveImage", "inputs": {"images": ["90", 0], "filename_prefix": "pal/blend"}}
+
+    finished = comfy_server.run(prompt, timeout=900)
+    save_id = next(i for i, n in prompt.items() if n["class_type"] == "SaveImage" and i != "91")
+    (fixed_file,) = finished.images(save_id)
+    (blend_file,) = finished.images("91")
+    fixed = np.asarray(Image.open(fixed_file)).astype(int)
+    blend = np.asarray(Image.open(blend_file))[..., 0] > 0
+    assert fixed.shape == original.shape
+    assert blend.any(), "Auto Fix blended no region: the sampler never ran"
+    changed = np.abs(fixed - original).max(-1)
+    assert changed[blend].mean() > 2, "the sampled region is (almost) the original"
+    assert changed[~blend].max() <= 1  # SaveImage truncates: one level at most outside the fixed regions
