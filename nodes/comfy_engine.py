@@ -14,7 +14,9 @@ ComfyUI's back afterwards.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -27,7 +29,7 @@ import torch
 
 from pal_core.workflow import formats, overrides
 from pal_core.workflow.context import RunContext
-from pal_core.workflow.engines import EngineJob, EngineUnavailable, looks_like_comfyui
+from pal_core.workflow.engines import COMFYUI_ENV, EngineJob, EngineUnavailable
 from pal_core.workflow.errors import HostNodeError, Issue, NodeExecutionError, WorkflowValidationError
 from pal_core.workflow.executor import NodeRecord, RunResult, written_files
 from pal_core.workflow.validation import is_link
@@ -37,6 +39,33 @@ from . import NODE_CLASS_MAPPINGS as PACK_CLASSES
 PACK_FOLDER = Path(__file__).resolve().parent
 MISSING_HINT = ("ComfyUI has no such node classes: install the packs that provide them in its custom_nodes/ "
                 "folder (ComfyUI's log above names packs that failed to import)")
+
+
+# ----------------------------------------------------------------------------------- finding ComfyUI
+
+def looks_like_comfyui(folder: Path) -> bool:
+    return all((folder / name).exists() for name in ("execution.py", "nodes.py", "folder_paths.py", "comfy"))
+
+
+def importable_comfyui() -> Path | None:
+    """ComfyUI's folder when this Python can import it (found without importing anything)."""
+    try:
+        spec = importlib.util.find_spec("folder_paths")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    folder = Path(spec.origin).resolve().parent
+    return folder if looks_like_comfyui(folder) else None
+
+
+def locate(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The ComfyUI to run on: the folder given, else $COMFYUI_PATH, else an importable one, else None."""
+    if explicit is not None:
+        return Path(explicit).expanduser().absolute()
+    if os.environ.get(COMFYUI_ENV):
+        return Path(os.environ[COMFYUI_ENV]).expanduser().absolute()
+    return importable_comfyui()
 
 
 # ------------------------------------------------------------------------------------- ComfyUI setup

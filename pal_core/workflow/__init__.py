@@ -103,7 +103,7 @@ def run_workflow(workflow: str | os.PathLike | Mapping, input_dir=None, output_d
     """
     if engine == "auto" and (registry is not None or nodes is not None or extra_nodes):
         engine = "builtin"  # node classes given: only the built-in runtime takes them
-    chosen, comfyui_dir = engines.choose_engine(engine, comfyui)
+    chosen, plugin, comfyui_dir = engines.choose_engine(engine, comfyui)
     if chosen == "comfyui":
         if registry is not None or nodes is not None or extra_nodes:
             raise ValueError("nodes, registry and extra_nodes are for the builtin engine; ComfyUI loads its own "
@@ -112,7 +112,7 @@ def run_workflow(workflow: str | os.PathLike | Mapping, input_dir=None, output_d
         job = engines.EngineJob(data, base_dir, _absolute(input_dir), _absolute(output_dir), _absolute(preview_dir),
                                 _absolute(models_dir), [Path(p).absolute() for p in extra_model_paths],
                                 overrides, progress, comfyui_dir)
-        return _comfyui_engine()(job)
+        return plugin.run(job)
     if registry is None:
         registry = installed_registry(extra_nodes) if nodes is None else build_registry(extra_nodes, nodes=nodes)
     elif extra_nodes:
@@ -129,12 +129,3 @@ def run_workflow(workflow: str | os.PathLike | Mapping, input_dir=None, output_d
 
 def _absolute(path) -> Path | None:
     return Path(path).absolute() if path is not None else None
-
-
-def _comfyui_engine() -> Callable[[engines.EngineJob], RunResult]:
-    run = plugins.load_engine("comfyui")
-    if run is None:
-        raise engines.EngineUnavailable(
-            "no installed package offers the comfyui engine (entry point group "
-            f"'{plugins.ENGINES}'); it comes with the PAL node pack: pip install -e <pal-nodes checkout>")
-    return run

@@ -1,19 +1,19 @@
 """Which engine runs a workflow: the built-in runtime (core nodes + node packs, no ComfyUI) or
 ComfyUI's own executor, in-process (offered by a node pack, see plugins.py).
 
-`auto` takes ComfyUI when one is given or can be found: `comfyui=DIR`, else $COMFYUI_PATH, else a
-ComfyUI importable from this Python (its folder on sys.path); otherwise the built-in runtime.
+`auto` takes ComfyUI when one is given or can be found (`comfyui=DIR`, else $COMFYUI_PATH, else a
+ComfyUI importable from this Python: the engine plugin looks), otherwise the built-in runtime.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import plugins
 from .errors import WorkflowError
 
 ENGINES = ("auto", "builtin", "comfyui")
@@ -47,43 +47,27 @@ class EngineJob:
         return None
 
 
-def importable_comfyui() -> Path | None:
-    """ComfyUI's folder when this Python can import it (found, not imported)."""
-    try:
-        spec = importlib.util.find_spec("folder_paths")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.origin:
-        return None
-    folder = Path(spec.origin).resolve().parent
-    return folder if looks_like_comfyui(folder) else None
-
-
-def looks_like_comfyui(folder: Path) -> bool:
-    return all((folder / name).exists() for name in ("execution.py", "nodes.py", "folder_paths.py", "comfy"))
-
-
-def find_comfyui(explicit: str | os.PathLike | None = None) -> Path | None:
-    if explicit is not None:
-        return Path(explicit).expanduser().absolute()
-    if os.environ.get(COMFYUI_ENV):
-        return Path(os.environ[COMFYUI_ENV]).expanduser().absolute()
-    return importable_comfyui()
-
-
-def choose_engine(engine: str, comfyui: str | os.PathLike | None = None) -> tuple[str, Path | None]:
-    """("builtin", None) or ("comfyui", ComfyUI's folder)."""
+def choose_engine(engine: str, comfyui: str | os.PathLike | None = None) -> tuple[str, object | None, Path | None]:
+    """("builtin", None, None) or ("comfyui", the engine plugin, ComfyUI's folder). Where ComfyUI is, and
+    what a ComfyUI folder looks like, only the engine plugin knows (`locate`)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "builtin":
-        return "builtin", None
-    folder = find_comfyui(comfyui)
+        return "builtin", None, None
+    plugin = plugins.load_engine("comfyui")
+    if plugin is None:
+        if engine == "comfyui":
+            raise EngineUnavailable(f"no installed package offers the comfyui engine (entry point group "
+                                    f"'{plugins.ENGINES}'); it comes with the PAL node pack: pip install -e "
+                                    "<pal-nodes checkout>")
+        return "builtin", None, None
+    folder = plugin.locate(comfyui)
     if folder is not None:
-        return "comfyui", folder
+        return "comfyui", plugin, folder
     if engine == "comfyui":
         raise EngineUnavailable(f"the comfyui engine needs ComfyUI: pass --comfyui DIR (ComfyUI's folder, the "
                                 f"one with main.py) or set {COMFYUI_ENV}")
-    return "builtin", None
+    return "builtin", None, None
 
 
 @contextmanager

@@ -5,7 +5,7 @@ pal_core names no node pack and no host: a package declares what it offers in it
     [project.entry-points."pal_core.node_packs"]
     pal = "pal_nodes:NODE_CLASS_MAPPINGS"          # a mapping {class name: node class}
     [project.entry-points."pal_core.engines"]
-    comfyui = "pal_nodes.comfy_engine:run"          # a function run(EngineJob) -> RunResult
+    comfyui = "pal_nodes.comfy_engine"              # locate(folder or None) -> Path | None, run(EngineJob)
 
 and `pal run` loads them only when it needs them. This is Python's standard plugin mechanism
 (importlib.metadata), so another package's nodes run the same way, and pal_core installed alone
@@ -14,7 +14,7 @@ still runs graphs of core nodes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 
 NODE_PACKS = "pal_core.node_packs"
@@ -54,9 +54,10 @@ def engine_names() -> list[str]:
     return [point.name for point in _declared(ENGINES)]
 
 
-def load_engine(name: str) -> Callable | None:
-    """The engine's run function, or None when no installed package offers it. Import errors of an
-    engine that is installed propagate: they say what is broken."""
+def load_engine(name: str):
+    """The engine (an object, usually a module, with `locate(explicit_folder_or_None) -> Path | None`
+    and `run(EngineJob) -> RunResult`), or None when no installed package offers it. Import errors of
+    an engine that is installed propagate: they say what is broken."""
     for point in _declared(ENGINES):
         if point.name == name:
             return point.load()
