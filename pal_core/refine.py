@@ -76,6 +76,7 @@ class RefineResult:
     par_before: torch.Tensor  # float [B]
     par_after: torch.Tensor | None
     skipped: list[str | None] = field(default_factory=list)  # per image: why it was left alone
+    attempted: torch.Tensor | None = None  # [B, H, W, C] with every fix blended in, kept or not (to show them)
 
     def report(self) -> list[dict]:
         """One JSON-ready dict per image: PAR before/after, skip reason, and its regions."""
@@ -141,11 +142,11 @@ def refine(images: torch.Tensor, detector: ArtifactDetector, inpainter: Inpainte
                for i, r in enumerate(plan.regions)]
     if not options.redetect:
         return RefineResult(result.images, result.blend_mask, mask, None, plan, reports, par(mask), None,
-                            plan.skipped)
+                            plan.skipped, attempted=result.images)
     images_after, blend_mask, mask_after = _keep_improvements(images, detector, options, plan, crops, fixed, mask,
                                                               result.images, result.blend_mask, reports, work)
     return RefineResult(images_after, blend_mask, mask, mask_after, plan, reports, par(mask), par(mask_after),
-                        plan.skipped)
+                        plan.skipped, attempted=result.images)
 
 
 class WorkCounter:
