@@ -133,8 +133,8 @@ def refine(images: torch.Tensor, detector: ArtifactDetector, inpainter: Inpainte
 
     crops = plan.extract(images)
     seeds = [seed + r.index_in_image for r in plan.regions]
-    fixed = _inpaint_each(inpainter, crops, plan.crop_masks.to(crops.dtype),
-                          [image_prompts[r.image_index] for r in plan.regions], seeds, work)
+    fixed = inpaint_each(inpainter, crops, plan.crop_masks.to(crops.dtype),
+                         [image_prompts[r.image_index] for r in plan.regions], seeds, work.stage())
     result = composite(images, plan, fixed, crops, options.grow, options.feather, options.color_match)
 
     reports = [RegionReport(r.image_index, r.index_in_image, r.box, r.component_box, len(r.labels), r.area,
@@ -159,10 +159,6 @@ class WorkCounter:
         self.total += extra
         self._report()
 
-    def advance(self, count: int = 1) -> None:
-        self.done += count
-        self._report()
-
     def stage(self) -> ProgressCallback:
         """A callback for one stage that counts from where the job stands now (e.g. for `Detector.predict`)."""
         start = self.done
@@ -178,15 +174,17 @@ class WorkCounter:
             self.callback(self.done, self.total)
 
 
-def _inpaint_each(inpainter: Inpainter, crops: torch.Tensor, masks: torch.Tensor, prompts: list[str],
-                  seeds: list[int], work: WorkCounter) -> torch.Tensor:
-    """One region at a time: progress after each, and a cancel between regions of a slow diffusion fix."""
+def inpaint_each(inpainter: Inpainter, crops: torch.Tensor, masks: torch.Tensor, prompts: list[str],
+                 seeds: list[int], progress: ProgressCallback | None = None) -> torch.Tensor:
+    """Inpaints crops [N, s, s, 3] one region at a time, calling progress(i + 1, N) after each: a slow
+    diffusion fix shows its progress and can be cancelled between regions."""
     if not crops.shape[0]:
         return crops.clone()
     fixed = []
     for i in range(crops.shape[0]):
         fixed.append(inpainter.inpaint(crops[i:i + 1], masks[i:i + 1], prompts[i], seeds[i]))
-        work.advance()
+        if progress is not None:
+            progress(i + 1, crops.shape[0])
     return torch.cat(fixed)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 OFFICIAL_MODEL = "pal4vst-unified"
 OFFICIAL_MODEL_HINT = (f"the official PAL4VST model finds more (`pal download {OFFICIAL_MODEL}`, "
                        f"then `--model {OFFICIAL_MODEL}`)")
@@ -86,7 +88,7 @@ class FixTally:
         self.images += 1
         self.failed += 1
 
-    def summary(self, out: str) -> list[str]:
+    def summary(self, out: str | None = None) -> list[str]:
         """The closing lines: counts, where the results are, and what to try when nothing changed."""
         done = self.images - self.failed
         parts = [f"{self.improved} improved ({self.regions_fixed} regions fixed)"]
@@ -97,7 +99,7 @@ class FixTally:
         if self.skipped:
             parts.append(f"{self.skipped} left alone")
         lines = [f"{self.images} image{'s' if self.images != 1 else ''}: " + ", ".join(parts)
-                 + (f"; results (PNG + JSON per image) in {out}" if done else "")]
+                 + (f"; results (PNG + JSON per image) in {out}" if done and out else "")]
         if done and self.improved == 0:
             lines += self.advice()
         return lines
@@ -120,6 +122,29 @@ class FixTally:
             lines.append(f"left alone: {self.skip_reasons[0]}; raise --max-area-ratio to fix such images anyway, "
                          "or raise --threshold")
         return lines
+
+
+def fix_summary(reports: list[dict], threshold: float, inpainter: str) -> str:
+    """The text a node shows after fixing a batch: a line per image, the counts, advice if nothing helped."""
+    tally = FixTally(threshold, inpainter)
+    lines = []
+    for index, report in enumerate(reports):
+        tally.add(report)
+        lines.append(fix_line(f"image {index}", report))
+    return "\n".join(lines + tally.summary())
+
+
+def inpaint_line(index: int, crop: torch.Tensor, inpainted: torch.Tensor, mask: torch.Tensor, seed: int,
+                 region=None) -> str:
+    """What an inpainter did to one crop: where (a `CropRegion`, when known), how many pixels it was
+    asked to repaint, and how much it changed them (mean over the mask, 0..255)."""
+    holes = mask > 0.5
+    repainted = int(holes.sum())
+    change = float((inpainted - crop).abs().mean(dim=-1)[holes].mean() * 255) if repainted else 0.0
+    where = f"image {region.image_index} region #{region.index_in_image}" if region is not None else f"crop {index}"
+    verdict = "unchanged" if change < 0.5 else f"mean change {change:.1f}/255"
+    return (f"{where}: {repainted} px repainted ({repainted / holes.numel():.0%} of the crop), {verdict}, seed {seed}"
+            " (not checked: Auto Fix or Detect Artifacts after Composite tells whether it helped)")
 
 
 @dataclass
