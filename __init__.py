@@ -9,6 +9,7 @@ Everything here must import without ComfyUI as well: the headless runner and the
 same mappings.
 """
 
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -34,7 +35,8 @@ def _load_pal_core():
     return module
 
 
-_load_pal_core().resources.register_weights_dir(_FOLDER / "weights")
+_load_pal_core()
+importlib.import_module("pal_core.resources").register_weights_dir(_FOLDER / "weights")
 
 if __package__:
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
