@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from pal_core import model_store
+
 try:  # inside ComfyUI
     import comfy.model_management as model_management
     import comfy.utils as comfy_utils
@@ -29,9 +31,15 @@ def in_comfyui() -> bool:
 
 
 def register_model_folders() -> None:
-    """Registers models/pal4vst with ComfyUI (extra_model_paths.yaml can map it elsewhere)."""
+    """Registers models/pal4vst with ComfyUI (extra_model_paths.yaml can map it elsewhere), and tells
+    pal_core to find and install catalogue models there (it never imports ComfyUI itself)."""
     if folder_paths is not None and DETECTOR_FOLDER not in folder_paths.folder_names_and_paths:
         folder_paths.add_model_folder_path(DETECTOR_FOLDER, os.path.join(folder_paths.models_dir, DETECTOR_FOLDER))
+    model_store.register_folders(_detector_folders)
+
+
+def _detector_folders() -> list[str]:
+    return model_folders(DETECTOR_FOLDER)
 
 
 def _headless_folder(kind: str) -> Path | None:
@@ -123,6 +131,20 @@ def model_on_device(model: torch.nn.Module, device: torch.device):
 def release_memory() -> None:
     if model_management is not None:
         model_management.soft_empty_cache()
+
+
+def byte_progress():
+    """A `progress(done, total)` callback for downloads: ComfyUI's progress bar, and Cancel stops it."""
+    bar = None
+
+    def report(done: int, total: int | None) -> None:
+        nonlocal bar
+        if comfy_utils is not None and total:
+            bar = bar or comfy_utils.ProgressBar(total)
+            bar.update_absolute(done, total)
+        check_interrupted()
+
+    return report
 
 
 class Progress:
