@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from .. import atomic
 from ..crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
 from ..download import DownloadError
 from ..imageio import ImageReadError, list_images, read_image, to_uint8, write_png
@@ -120,16 +120,7 @@ def _fix_one(path: Path, target: Path, detector, inpainter, options: RefineOptio
 
 def write_json(path: Path, data: dict, overwrite: bool = False) -> Path:
     """Writes JSON through a temporary file renamed into place (no half-written reports)."""
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic.write_text(path, json.dumps(data, indent=2) + "\n", overwrite)
 
 
 def _output_names(paths: list[Path], out: Path) -> dict[Path, Path] | str:
