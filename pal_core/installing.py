@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from . import catalogue, model_store
+from .atomic import atomic_path
 from .checkpoint import CheckpointError, DetectorCheckpoint, save_detector_file
 from .loading import read_checkpoint, sniff_format
 
@@ -66,7 +67,8 @@ def install_file(source: str | os.PathLike, name: str, folder: str | os.PathLike
     try:
         save_detector_file(checkpoint, staging, overwrite=True)
         model_store.write_checksum(target, model_store.sha256_of(staging))
-        os.replace(staging, target)
+        with atomic_path(target, overwrite=overwrite) as tmp:
+            staging.rename(tmp)
     except OSError as error:
         if error.errno == errno.ENOSPC:
             raise InstallError(f"the disk holding {folder} is full; free some space (a PAL4VST model takes "

@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import atomic
+
 HOME_ENV = "PAL_HOME"
 CHECKSUM_SUFFIX = ".sha256"
 
@@ -91,14 +93,7 @@ def sha256_of(path: Path) -> str:
 
 def write_checksum(model: Path, digest: str) -> Path:
     """Records `digest` as the checksum of `model` (written to a temporary file, renamed into place)."""
-    record = checksum_path(model)
-    tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(f"{digest}  {model.name}\n")
-        os.replace(tmp, record)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return record
+    return atomic.write_text(checksum_path(model), f"{digest}  {model.name}\n")
 
 
 def recorded_checksum(model: Path) -> str | None:
