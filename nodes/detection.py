@@ -144,7 +144,7 @@ class PALPARScore:
     RETURN_NAMES = ("par", "report")
     OUTPUT_IS_LIST = (True, False)
     OUTPUT_NODE = True  # a score is a result of its own: the node runs even with nothing connected
-    OUTPUT_TOOLTIPS = ("PAR per image (a list).", "JSON: index and PAR of each image.")
+    OUTPUT_TOOLTIPS = ("PAR per image (a list).", "JSON: index and PAR of each image (and the model, when it ran one).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -158,14 +158,17 @@ class PALPARScore:
         }
 
     def score(self, threshold: float, images=None, detector=None, mask=None):
+        model = None
         if mask is not None:
             par = (mask > threshold).flatten(1).float().mean(dim=1)
         elif images is not None and detector is not None:
             par = (predict_with_progress(detector, images) > threshold).flatten(1).float().mean(dim=1)
+            model = detector.name
         else:
             raise ValueError("PAR Score needs either a mask, or images and a detector: connect one of them")
         scores = [round(float(p), 6) for p in par]
-        report = json.dumps([{"index": i, "par": p} for i, p in enumerate(scores)])
+        report = json.dumps([{"index": i, "par": p, **({"model": model} if model else {})}
+                             for i, p in enumerate(scores)])
         return {"ui": {"text": [report]}, "result": (scores, report)}
 
 
@@ -179,7 +182,7 @@ class PALRankByPAR:
     OUTPUT_IS_LIST = (False, False, True, True, False)
     OUTPUT_TOOLTIPS = ("The kept images, best first.", "Their artifact masks.",
                        "Their positions in the input batch.", "Their PAR.",
-                       "JSON: every image's index, PAR and whether it was kept (or why nothing was).")
+                       "JSON: the model, every image's index, PAR and whether it was kept (or why nothing was).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -196,7 +199,8 @@ class PALRankByPAR:
         masks = (predict_with_progress(detector, images) > threshold).float()
         par = masks.flatten(1).mean(dim=1)
         kept = rank_by_par(par, top_k, max_par)
-        report = {"images": [{"index": i, "par": round(float(p), 6), "kept": i in kept} for i, p in enumerate(par)]}
+        report = {"model": detector.name,
+                  "images": [{"index": i, "par": round(float(p), 6), "kept": i in kept} for i, p in enumerate(par)]}
         if not kept:
             best = int(par.argmin())
             report["message"] = (f"no image has PAR <= {max_par} (the best, image {best}, has {float(par[best]):.4f}); "

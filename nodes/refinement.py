@@ -164,7 +164,7 @@ class PALAutoFix:
     RETURN_TYPES = ("IMAGE", "MASK", "MASK", "STRING")
     RETURN_NAMES = ("images", "artifact_mask", "blend_mask", "report")
     OUTPUT_TOOLTIPS = ("The fixed images.", "Artifacts found before the fix.", "Where fixes were blended in.",
-                       "JSON: PAR before and after and every region per image.")
+                       "JSON per image: the model, PAR before and after and every region.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -193,7 +193,7 @@ class PALAutoFix:
         progress.step()
         out = comfy_env.output_device()
         return (result.images.to(out), result.mask_before.float().to(out), result.blend_mask.to(out),
-                json.dumps(result.report()))
+                json.dumps([{"model": detector.name, **image} for image in result.report()]))
 
 
 class PALCropsToSEGS:

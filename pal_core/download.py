@@ -14,6 +14,7 @@ import errno
 import os
 import sys
 import urllib.parse
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -52,7 +53,35 @@ def download_model(name: str, folder: str | os.PathLike | None = None, *, overwr
         raise DownloadError(f"cannot create {folder} ({error.strerror}); choose another folder with --dir") from error
 
     partial = folder / f".{name}.download"
-    _fetch(entry, partial, show_progress, progress)
+    with _only_download_of(partial):
+        _fetch(entry, partial, show_progress, progress)
+        return _install(entry, partial, folder)
+
+
+@contextmanager
+def _only_download_of(partial: Path):
+    """Two downloads appending to one partial file would corrupt it: the second one is refused."""
+    path = partial.with_name(partial.name + ".lock")
+    with open(path, "ab") as lock:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; one download at a time is up to the user
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise DownloadError(f"another download into {partial.parent} is fetching this model; wait for it "
+                                    "to finish") from None
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)  # still holding the lock: no other run can have taken it
+
+
+def _install(entry: catalogue.CatalogueEntry, partial: Path, folder: Path) -> Path:
+    """Checks the downloaded file and installs it; a file with the wrong content is deleted."""
+    name = entry.name
     try:
         _refuse_web_page(partial, entry)
         origin = f"{entry.origin}; downloaded from {_source_link(entry)}"
@@ -81,7 +110,7 @@ def _fetch(entry: catalogue.CatalogueEntry, partial: Path, show_progress: bool,
     except ImportError as error:
         raise DownloadError(f"downloading needs gdown: pip install 'pal-nodes[download]' (or fetch {entry.page} "
                             f"in a browser and run `pal models add FILE --name {entry.name}`)") from error
-    already = sum(p.stat().st_size for p in partial.parent.glob(f"{partial.name}*.part"))
+    already = _received(partial)
     bar = tqdm(desc=entry.name, unit="B", unit_scale=True, unit_divisor=1024, initial=already,
                total=entry.approx_bytes, disable=not show_progress, file=sys.stderr, dynamic_ncols=True)
 
@@ -103,16 +132,18 @@ def _fetch(entry: catalogue.CatalogueEntry, partial: Path, show_progress: bool,
         reason = " ".join(str(error).split())[:200]
         raise DownloadError(f"Google Drive would not hand out {entry.name} ({reason}). Drive often refuses "
                             f"scripted downloads of popular files for a while: {by_hand}") from error
-    except gdown.exceptions.DownloadError as error:
-        raise DownloadError(f"the download of {entry.name} stopped ({_first_line(error)}); the bytes received are "
-                            "kept: run the same command again to resume") from error
     except requests.exceptions.HTTPError as error:
         raise DownloadError(f"{host} answered {error.response.status_code} for {entry.name}; try again later, "
                             f"or {by_hand}") from error
-    except requests.exceptions.ConnectionError as error:
-        cause = "DNS lookup failed" if _is_dns_failure(error) else "no connection"
-        raise DownloadError(f"could not reach {host} ({cause}: is this machine online?); run again when it is "
-                            f"(a partial download resumes), or {by_hand}") from error
+    except (requests.exceptions.ConnectionError, gdown.exceptions.DownloadError) as error:
+        # gdown reports a connection that failed on every retry as its DownloadError, caused by requests'
+        unreachable = error if isinstance(error, requests.exceptions.ConnectionError) else error.__cause__
+        if isinstance(unreachable, requests.exceptions.ConnectionError) and not _received(partial):
+            cause = "DNS lookup failed" if _is_dns_failure(unreachable) else "no connection"
+            raise DownloadError(f"could not reach {host} ({cause}: is this machine online?); run again when it is, "
+                                f"or {by_hand}") from error
+        raise DownloadError(f"the download of {entry.name} stopped ({_first_line(error)}); the bytes received are "
+                            "kept: run the same command again to resume") from error
     except requests.exceptions.RequestException as error:
         raise DownloadError(f"the download of {entry.name} failed ({_first_line(error)}); run again to resume, "
                             f"or {by_hand}") from error
@@ -124,6 +155,11 @@ def _fetch(entry: catalogue.CatalogueEntry, partial: Path, show_progress: bool,
         raise DownloadError(f"could not write to {partial.parent} ({error.strerror or error})") from error
     finally:
         bar.close()
+
+
+def _received(partial: Path) -> int:
+    """Bytes already on disk: gdown keeps them in `<partial name><8 characters>.part`."""
+    return sum(p.stat().st_size for p in partial.parent.glob(f"{partial.name}*.part"))
 
 
 def _refuse_web_page(path: Path, entry: catalogue.CatalogueEntry) -> None:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from model_host import ModelHost, Served
 from pal_core import catalogue, loading, model_store
@@ -82,3 +83,17 @@ def test_default_says_when_it_falls_back_to_pal_lite(models_dir, monkeypatch):
     monkeypatch.setattr(loading, "_said", set())
     detector, info = PALLoadDetector().load("default", "cpu", "fp32", 512, False)
     assert detector.name == "pal_lite" and "pal download pal4vst-unified" in info
+
+
+def test_node_reports_name_the_model(models_dir):
+    from pal_core.inpainters import make_inpainter
+    from pal_nodes.detection import PALPARScore, PALRankByPAR
+    from pal_nodes.refinement import PALAutoFix
+
+    detector = PALLoadDetector().load("mine.safetensors", "cpu", "fp32", 64, False)[0]
+    images = torch.rand(2, 32, 32, 3)
+    assert json.loads(PALRankByPAR().rank(detector, images, 1, 1.0, 0.5)[4])["model"] == "tiny"
+    assert [r["model"] for r in json.loads(PALPARScore().score(0.5, images, detector)["result"][1])] == ["tiny"] * 2
+    assert "model" not in json.loads(PALPARScore().score(0.5, mask=torch.zeros(1, 8, 8))["result"][1])[0]
+    report = PALAutoFix().fix(images, detector, make_inpainter("opencv"), "", 0, 0.5, 1.5, 64, 0.1, False, True)[3]
+    assert [r["model"] for r in json.loads(report)] == ["tiny"] * 2

@@ -42,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"pal download: interrupted; the part received is kept in {folder}: run the same command again to "
               "resume", file=sys.stderr)
         return 130
-    print(f"installed {args.name}: {path} (sha256 recorded in {model_store.checksum_path(path).name}); it is now "
-          "the default model" if args.name == catalogue.PREFERRED else f"installed {args.name}: {path}")
+    print(f"installed {args.name}: {path} (sha256 recorded in {model_store.checksum_path(path).name})")
+    if folder.resolve() not in [f.resolve() for f in model_store.model_folders()]:
+        print(f"note: {folder} is not among the folders searched for models ({model_store.home_folder()} ...): "
+              f"use --model {path}", file=sys.stderr)
+    elif args.name == catalogue.PREFERRED:
+        print("it is now the default model")
     return 0
