@@ -73,7 +73,13 @@ def test_missing_model_downloads_only_when_switched_on(models_dir, host, monkeyp
         PALLoadDetector().load("pal4vst-stylegan2 (not installed)", "cpu", "fp32", 512, False)
     assert host.requests == []
     reported = []
-    monkeypatch.setattr(comfy_env, "byte_progress", lambda: lambda done, total: reported.append((done, total)))
+
+    class RecordingProgress(comfy_env.Progress):
+        def __call__(self, done, total):
+            reported.append((done, total))
+            super().__call__(done, total)
+
+    monkeypatch.setattr(comfy_env, "Progress", RecordingProgress)
     detector, info = PALLoadDetector().load("pal4vst-stylegan2 (not installed)", "cpu", "fp32", 512, True)
     assert detector.name == "pal4vst-stylegan2" and (models_dir / "pal4vst-stylegan2.safetensors").is_file()
     assert reported[-1] == (FIXTURE.stat().st_size,) * 2 and len(host.requests) == 1
