@@ -196,7 +196,7 @@ class PALAutoFix:
         summary = fix_summary(reports, threshold, inpainter.name)
         out = comfy_env.output_device()
         return (result.images.to(out), result.mask_before.float().to(out), result.blend_mask.to(out),
-                json.dumps([{"model": detector.name, **image} for image in reports]), summary)
+                json.dumps([{"model": getattr(detector, "name", None), **image} for image in reports]), summary)
 
 
 class PALCropsToSEGS:
