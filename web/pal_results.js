@@ -3,7 +3,9 @@
 // The nodes return their numbers as `ui.text` (see nodes/display.py); ComfyUI hands that to
 // onExecuted after a run, but draws no text for a custom node by itself. Each such node gets a
 // read-only text box, as ComfyUI's own Preview Any has; it is neither saved with the workflow
-// nor sent with the prompt.
+// nor sent with the prompt. A node whose result came from ComfyUI's cache is not executed again
+// and gets no onExecuted: when a run succeeds, its history fills those in.
+import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 
@@ -29,8 +31,25 @@ function showResults(node, text) {
   node.setDirtyCanvas?.(true, true);
 }
 
+async function showResultsFromHistory(promptId) {
+  const response = await api.fetchApi(`/history/${encodeURIComponent(promptId)}`);
+  if (!response.ok) return;
+  const outputs = (await response.json())[promptId]?.outputs ?? {};
+  for (const [nodeId, output] of Object.entries(outputs)) {
+    const node = app.graph?.getNodeById(Number(nodeId));
+    if (node && NODES_WITH_RESULTS.has(node.comfyClass) && Array.isArray(output?.text)) {
+      showResults(node, output.text.join("\n"));
+    }
+  }
+}
+
 app.registerExtension({
   name: "PAL.Results",
+  setup() {
+    api.addEventListener("execution_success", ({ detail }) => {
+      if (detail?.prompt_id) showResultsFromHistory(detail.prompt_id).catch((error) => console.warn("PAL:", error));
+    });
+  },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!NODES_WITH_RESULTS.has(nodeData.name)) return;
     const onNodeCreated = nodeType.prototype.onNodeCreated;
