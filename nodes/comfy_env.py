@@ -126,15 +126,22 @@ def release_memory() -> None:
 
 
 class Progress:
-    """ComfyUI's progress bar (each update is also a cancel point); silent outside ComfyUI."""
+    """ComfyUI's progress bar (each update is also a cancel point); silent outside ComfyUI.
+
+    Call it as `progress(done, total)`: it is the callback `Detector.predict` and `refine` take, as
+    ComfyUI's own upscale node hands its bar to the library.
+    """
 
     def __init__(self, total: int):
         self.total = max(total, 1)
         self.done = 0
         self._bar = comfy_utils.ProgressBar(self.total) if comfy_utils is not None else None
 
-    def step(self, count: int = 1) -> None:
-        self.done += count
+    def __call__(self, done: int, total: int) -> None:
+        self.done, self.total = done, max(total, 1)
         if self._bar is not None:
             self._bar.update_absolute(self.done, self.total)
         check_interrupted()
+
+    def step(self, count: int = 1) -> None:
+        self(self.done + count, self.total)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 import torch
 
 from pal_core import load_detector
 from pal_core.inpainters import Inpainter
+from pal_core.verdicts import fix_line
 from pal_nodes import comfy_env
 from pal_core.inpainters.diffusers import DiffusersInpainter
 from pal_nodes import inpainting
@@ -68,7 +70,7 @@ def test_crop_plan_per_image_and_identity_roundtrip():
     assert crops.shape == (4, 64, 64, 3) and crop_masks.shape == (4, 64, 64)
     assert [r.image_index for r in plan.regions] == [1, 2, 2, 2]
     assert all(crop_masks[i].sum() > 0 for i in range(4))
-    fixed = PALZoomInpaintV2().inpaint(crops, crop_masks, Identity(), 0, plan)[0]
+    fixed = PALZoomInpaintV2().inpaint(crops, crop_masks, Identity(), 0, plan)["result"][0]
     out, blend = PALComposite().composite(images, fixed, plan, 0.06, False)
     assert torch.equal(out, images)
     assert blend.shape == (3, 256, 320) and blend[0].sum() == 0 and blend[2].sum() > 0
@@ -78,7 +80,7 @@ def test_zoom_inpaint_seeds_and_composite_changes_only_blend_region():
     images, mask = blob_masks()
     crops, crop_masks, plan = PALConnectedComponentCrop().crop(images, mask, **CROP_ARGS)
     recorder = Recorder()
-    fixed = PALZoomInpaint().inpaint(crops, crop_masks, recorder, "a prompt", 10, plan)[0]
+    fixed = PALZoomInpaint().inpaint(crops, crop_masks, recorder, "a prompt", 10, plan)["result"][0]
     assert recorder.seeds == [10, 10, 11, 12]  # seed + region index within its own image
     assert recorder.prompts == ["a prompt"] * 4  # the deprecated node still passes its prompt
     out, blend = PALComposite().composite(images, fixed, plan, 0.06, False)
@@ -94,7 +96,7 @@ def test_empty_and_mismatched_masks():
     images = torch.rand(2, 40, 60, 3)
     crops, crop_masks, plan = PALConnectedComponentCrop().crop(images, torch.zeros(2, 40, 60), **CROP_ARGS)
     assert crops.shape[0] == 0 and len(plan) == 0
-    fixed = PALZoomInpaint().inpaint(crops, crop_masks, Identity(), "", 0, plan)[0]
+    fixed = PALZoomInpaint().inpaint(crops, crop_masks, Identity(), "", 0, plan)["result"][0]
     out, blend = PALComposite().composite(images, fixed, plan, 0.06, True)
     assert torch.equal(out, images) and blend.sum() == 0
     small = torch.zeros(1, 64, 64)  # LoadImage's mask for an image without alpha; one mask for the batch
@@ -133,7 +135,7 @@ def test_auto_fix_with_opencv_and_a_real_detector(tiny_detector_file):
     (inpainter,) = PALLoadOpenCVInpainter().load("telea", 0.0)
     images = torch.rand(2, 64, 80, 3)
     out = PALAutoFixV2().fix(images, detector, inpainter, 0, 0.5, 1.5, 64, 0.06, False, True)
-    fixed, artifact_mask, blend, report = out["result"]
+    fixed, artifact_mask, blend, report, summary = out["result"]
     assert fixed.shape == images.shape and artifact_mask.shape == blend.shape == (2, 64, 80)
     assert torch.equal(artifact_mask.bool(), detector.mask(images))
     outside = blend == 0
@@ -141,7 +143,10 @@ def test_auto_fix_with_opencv_and_a_real_detector(tiny_detector_file):
     parsed = json.loads(report)
     assert len(parsed) == 2 and {"par_before", "par_after", "regions"} <= set(parsed[0])
     assert out["ui"]["par"] == [image["par_after"] for image in parsed]
-    assert out["ui"]["text"][0].splitlines()[0].startswith(f"#0  PAR {parsed[0]['par_before']:.4f}")
+    assert out["ui"]["text"] == [summary]  # shown on the node
+    lines = summary.splitlines()
+    assert lines[:2] == [fix_line(f"image {i}", parsed[i]) for i in range(2)]
+    assert lines[2].startswith("2 images: ")
 
 
 class SquareDetector:
@@ -150,10 +155,23 @@ class SquareDetector:
     model = torch.nn.Identity()
     device = torch.device("cpu")
 
-    def predict(self, images):
+    def predict(self, images, progress=None):
         probability = torch.zeros(images.shape[:3])
         probability[:, 20:30, 20:30] = 1.0
         return probability
+
+
+class MagentaDetector:
+    """Calls magenta pixels artifacts; has what the nodes need from a `Detector` (model, device, predict)."""
+
+    model = torch.nn.Identity()
+    device = torch.device("cpu")
+
+    def predict(self, images, progress=None):
+        if progress is not None:
+            progress(images.shape[0], images.shape[0])
+        r, g, b = images.unbind(-1)
+        return ((r > 0.9) & (g < 0.1) & (b > 0.9)).float()
 
 
 def test_auto_fix_crops_at_the_inpainters_own_size_unless_told():
@@ -167,7 +185,7 @@ def test_auto_fix_crops_at_the_inpainters_own_size_unless_told():
     anything = Recorder()  # OpenCV works at any size: the paper's 512
     PALAutoFixV2().fix(images, SquareDetector(), anything, 5, 0.5, 1.5, 0, 0.06, False, False)
     assert anything.sizes == [(512, 512)]
-    assert out["ui"]["text"] == [f"#0  PAR {100 / (64 * 80):.4f}  (1 of 1 regions fixed)"]
+    assert out["ui"]["text"] == [out["result"][4]] and out["ui"]["par"] == [round(100 / (64 * 80), 6)]
 
 
 def test_deprecated_nodes_keep_their_inputs_and_results():
@@ -229,6 +247,61 @@ def test_diffusers_loader_holds_the_prompt_and_loads_the_pipeline_once(monkeypat
     assert list(PALLoadDiffusersInpainter.INPUT_TYPES()["required"]) == [
         "model", "prompt", "negative_prompt", "steps", "guidance", "strength", "device", "precision"]
     assert list(PALLoadOpenCVInpainter.INPUT_TYPES()["required"]) == ["method", "radius"]
+
+
+def test_auto_fix_reports_each_region_and_shows_progress_and_cancel_between_regions(monkeypatch):
+    images = torch.full((1, 96, 128, 3), 0.5)
+    images[0, 10:20, 10:20] = torch.tensor([1.0, 0.0, 1.0])
+    images[0, 70:80, 100:110] = torch.tensor([1.0, 0.0, 1.0])
+    updates, inpainted = [], []
+
+    class Interrupted(Exception):
+        pass
+
+    class Bar:
+        def __init__(self, total):
+            pass
+
+        def update_absolute(self, value, total, preview=None):
+            updates.append((value, total))
+
+    def throw_if_interrupted():
+        if cancel and inpainted:
+            raise Interrupted
+
+    class Grey(Inpainter):  # repaints the region grey: the artifact is gone
+        def _inpaint(self, crops, masks, prompts, seeds):
+            inpainted.append(seeds[0])
+            out = crops.clone()
+            out[masks > 0.5] = 0.5
+            return out
+
+    monkeypatch.setattr(comfy_env, "comfy_utils", types.SimpleNamespace(ProgressBar=Bar))
+    monkeypatch.setattr(comfy_env, "model_management", types.SimpleNamespace(
+        throw_exception_if_processing_interrupted=throw_if_interrupted, intermediate_device=lambda: torch.device("cpu")))
+    cancel = False
+    args = (images, MagentaDetector(), Grey(), "", 0, 0.5, 1.5, 64, 0.06, False, True)
+    fixed, _, _, report, summary = PALAutoFix().fix(*args)["result"]
+    assert updates[-1] == (4, 4) and len(updates) >= 4  # 1 image, 2 regions, 1 re-detection
+    assert summary.splitlines()[0] == ("image 0: PAR 0.0163 -> 0.0000; 2 of 2 regions fixed: #0 fixed (artifact px "
+                                       "100 -> 0), #1 fixed (artifact px 100 -> 0)")
+    cancel, inpainted[:] = True, []
+    with pytest.raises(Interrupted):
+        PALAutoFix().fix(*args)
+    assert inpainted == [0]  # cancelled after the first region
+
+
+def test_zoom_inpaint_summary_says_what_changed_per_region():
+    images, mask = blob_masks()
+    crops, crop_masks, plan = PALConnectedComponentCrop().crop(images, mask, **CROP_ARGS)
+    out = PALZoomInpaintV2().inpaint(crops, crop_masks, Recorder(), 5, plan)
+    _, summary = out["result"]
+    assert out["ui"] == {"text": [summary]}
+    lines = summary.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("image 1 region #0: ") and "seed 5" in lines[0]
+    assert lines[3].startswith("image 2 region #2: ") and "seed 7" in lines[3] and "mean change" in lines[3]
+    _, summary = PALZoomInpaint().inpaint(crops, crop_masks, Identity(), "", 5, plan)["result"]
+    assert all("unchanged" in line for line in summary.splitlines())
 
 
 def test_inpainter_choices_list_model_folders(tmp_path, monkeypatch):

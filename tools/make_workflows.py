@@ -18,6 +18,7 @@ The thumbnails come from running the PAL-only graphs headless with the shipped m
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import tempfile
@@ -33,7 +34,7 @@ WORKFLOWS = ROOT / "workflows"
 INPUTS = WORKFLOWS / "input"
 sys.path.insert(0, str(ROOT))
 
-from pal_core import load_detector  # noqa: E402
+from pal_core import atomic, load_detector  # noqa: E402
 from pal_core.artifacts import ARTIFACT_KINDS, apply_artifact, random_region  # noqa: E402
 from pal_core.imageio import overlay, read_image  # noqa: E402
 from pal_core.workflow import build_registry, run_workflow  # noqa: E402
@@ -47,8 +48,8 @@ CHECKPOINT = "sd_xl_base_1.0.safetensors"
 # are given room for their previews, which the front end fits into the node.
 SIZES = {
     "LoadImage": (320, 360), "SaveImage": (320, 330), "PreviewImage": (320, 330), "MaskToImage": (240, 30),
-    "PALLoadDetector": (320, 130), "PALDetectArtifacts": (320, 190), "PALAutoFixV2": (320, 360),
-    "PALLoadOpenCVInpainter": (320, 82), "PALConnectedComponentCrop": (320, 242), "PALZoomInpaintV2": (320, 142),
+    "PALLoadDetector": (320, 130), "PALDetectArtifacts": (320, 190), "PALAutoFixV2": (320, 380),
+    "PALLoadOpenCVInpainter": (320, 82), "PALConnectedComponentCrop": (320, 242), "PALZoomInpaintV2": (320, 210),
     "PALComposite": (320, 122), "PALRankByPAR": (320, 260), "PALComfyInpainter": (320, 214),
     "CheckpointLoaderSimple": (320, 98), "CLIPTextEncode": (340, 150), "EmptyLatentImage": (320, 106),
     "KSampler": (320, 262), "VAEDecode": (200, 46),
@@ -406,17 +407,13 @@ def thumbnail(example: Example, detector, fix_result: Image.Image | None) -> Ima
 def write(path: Path, content: bytes, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise SystemExit(f"{path} exists; pass --overwrite to replace the generated workflows")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(content)
-    tmp.replace(path)
+    atomic.write_bytes(path, content)
 
 
 def jpeg(image: Image.Image, quality: int) -> bytes:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "image.jpg"
-        image.save(path, quality=quality)
-        return path.read_bytes()
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 def main() -> None:
