@@ -73,7 +73,8 @@ class PALLoadDetector:
 
 class PALDetectArtifacts:
     DESCRIPTION = ("Finds perceptual artifacts in images (PAL4VST): a binary mask, the per-pixel probability, "
-                   "an overlay preview with artifacts tinted magenta, and each image's PAR (artifact area / image area).")
+                   "an overlay preview with artifacts tinted magenta, and each image's PAR (artifact area / image area), "
+                   "which the node also shows after a run.")
     CATEGORY = DETECT_CATEGORY
     FUNCTION = "detect"
     RETURN_TYPES = ("MASK", "MASK", "IMAGE", "FLOAT")
@@ -99,7 +100,7 @@ class PALDetectArtifacts:
 
 class PALPARScore:
     DESCRIPTION = ("Perceptual Artifacts Ratio (artifact area / image area) per image: from images and a detector, "
-                   "or from an artifact mask. Lower is better; 0 means no artifact found.")
+                   "or from an artifact mask. Lower is better; 0 means no artifact found. Shown on the node after a run.")
     CATEGORY = RANK_CATEGORY
     FUNCTION = "score"
     RETURN_TYPES = ("FLOAT", "STRING")
@@ -133,7 +134,8 @@ class PALPARScore:
 
 class PALRankByPAR:
     DESCRIPTION = ("Ranks a batch (e.g. one prompt over many seeds) by PAR, best first, and keeps the top k "
-                   "and/or those under a PAR limit: pick the seeds with the fewest artifacts.")
+                   "and/or those under a PAR limit: pick the seeds with the fewest artifacts. After a run the node lists "
+                   "every image's PAR, best first, and which were kept.")
     CATEGORY = RANK_CATEGORY
     FUNCTION = "rank"
     RETURN_TYPES = ("IMAGE", "MASK", "INT", "FLOAT", "STRING")

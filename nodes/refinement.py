@@ -122,9 +122,10 @@ def inpaint_crops(crops, crop_masks, inpainter: Inpainter, prompt: str, seed: in
 
 
 class PALZoomInpaintV2:
-    DESCRIPTION = ("Inpaints each zoomed-in crop where its mask is set, one region at a time (cancel between regions). "
-                   "What to paint is the inpainter's business: a diffusers model's prompt is set on its loader, "
-                   "your checkpoint's on ComfyUI Model Inpainter.")
+    DESCRIPTION = ("Inpaints each zoomed-in crop where its mask is set, one region at a time (progress and cancel "
+                   "between regions), and shows a line per region on the node. What to paint belongs to the "
+                   "inpainter: a diffusers model's prompt is set on its loader, your checkpoint's on ComfyUI Model "
+                   "Inpainter.")
     CATEGORY = FIX_CATEGORY
     FUNCTION = "inpaint"
     RETURN_TYPES = ("IMAGE", "STRING")
@@ -219,7 +220,8 @@ def auto_fix(images, detector: Detector, inpainter: Inpainter, prompt: str, seed
 class PALAutoFixV2:
     DESCRIPTION = ("Detect, crop, inpaint and composite in one node: finds the artifacts, repaints each region "
                    "zoomed in, and (with re-detect) keeps a region's fix only if it reduced the artifacts there. "
-                   "Shows PAR before and after on the node.")
+                   "The progress bar moves per image detected and per region inpainted; Cancel stops between "
+                   "regions. After a run the node shows PAR before -> after and each region's verdict.")
     CATEGORY = FIX_CATEGORY
     FUNCTION = "fix"
     RETURN_TYPES = ("IMAGE", "MASK", "MASK", "STRING", "STRING")
