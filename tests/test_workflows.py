@@ -1,7 +1,7 @@
 """Every example workflow the pack ships: those that need no checkpoint run headless end to end with the
 shipped default model, and their UI-format files give the same outputs as their API twins; every one
 explains itself (a Note, groups, titled nodes) and has a thumbnail. tests/test_browser.py checks the
-same files in ComfyUI's real front end."""
+same files in ComfyUI's real front end, test_comfy_engine.py on ComfyUI's engine."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from pal_core import load_detector
+from pal_core.cli import main
 from pal_core.imageio import read_image
-from pal_core.workflow import WorkflowValidationError, run_workflow
+from pal_core.workflow import WorkflowValidationError, installed_registry, run_workflow
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 INPUTS = WORKFLOWS / "input"
@@ -29,7 +30,11 @@ ARTIFACTS = INPUTS / "dog_synthetic_artifacts.jpg"
 
 
 def run(path: Path, out: Path):
-    return run_workflow(path, input_dir=INPUTS, output_dir=out, progress=lambda line: None)
+    return run_workflow(path, input_dir=INPUTS, output_dir=out, engine="builtin", progress=lambda line: None)
+
+
+def comfyui_only_classes(name: str) -> set[str]:
+    return {node["class_type"] for node in api(name).values()} - set(installed_registry())
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -76,13 +81,19 @@ def test_the_generation_examples_start_from_a_checkpoint_and_a_batch_of_seeds():
 
 
 @pytest.mark.parametrize("name", RUNNABLE)
-def test_ui_and_api_twins_give_the_same_files(name, tmp_path):
-    ui = run(WORKFLOWS / f"{name}.json", tmp_path / "ui")
+def test_ui_and_api_twins_give_the_same_files(name, tmp_path, monkeypatch, capsys):
+    """The UI file runs with a plain `pal run FILE` (its images are found in input/ beside it)."""
+    monkeypatch.delenv("COMFYUI_PATH", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(WORKFLOWS / f"{name}.json"), "--json", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    ui_files = [Path(p) for p in summary["files"]]
+    assert summary["engine"] == "builtin" and summary["format"] == "ui"
     twin = run(WORKFLOWS / "api" / f"{name}.json", tmp_path / "api")
-    assert ui.source_format == "ui" and twin.source_format == "api"
-    assert ui.files and len(ui.files) == len(twin.files)
-    for a, b in zip(sorted(ui.files), sorted(twin.files)):
-        assert a.relative_to(tmp_path / "ui") == b.relative_to(tmp_path / "api")
+    assert twin.source_format == "api"
+    assert ui_files and len(ui_files) == len(twin.files)
+    for a, b in zip(sorted(ui_files), sorted(twin.files)):
+        assert a.relative_to(tmp_path / "output") == b.relative_to(tmp_path / "api")
         assert np.array_equal(pixels(a), pixels(b))
 
 
@@ -112,9 +123,13 @@ def test_fixes_change_only_the_blended_pixels(name, fixed_node, blend, tmp_path)
         assert (blend_mask > 0).any()
 
 
-def test_generation_examples_name_the_comfyui_nodes_they_need(tmp_path):
+def test_examples_the_builtin_runtime_cannot_run_say_to_use_comfyui(tmp_path):
+    needing = {name: comfyui_only_classes(name) for name in sorted(p.stem for p in WORKFLOWS.glob("*.json"))}
+    assert set(RUNNABLE) == {name for name, classes in needing.items() if not classes}
+    generation = {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode"}
+    assert needing[GENERATE_FIX] == needing[GENERATE_RANK] == generation
     for name in (GENERATE_FIX, GENERATE_RANK):
         with pytest.raises(WorkflowValidationError) as error:
             run(WORKFLOWS / f"{name}.json", tmp_path)
-        assert set(error.value.missing_node_types()) == {"CheckpointLoaderSimple", "CLIPTextEncode",
-                                                         "EmptyLatentImage", "KSampler", "VAEDecode"}
+        assert set(error.value.missing_node_types()) == generation
+        assert "pass --comfyui DIR" in str(error.value)

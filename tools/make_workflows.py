@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from pal_core import atomic, load_detector  # noqa: E402
 from pal_core.artifacts import ARTIFACT_KINDS, apply_artifact, random_region  # noqa: E402
 from pal_core.imageio import overlay, read_image  # noqa: E402
-from pal_core.workflow import build_registry, run_workflow  # noqa: E402
+from pal_core.workflow import installed_registry, run_workflow  # noqa: E402
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}  # the frontend adds a control_after_generate widget after these
@@ -395,7 +395,8 @@ def thumbnail(example: Example, detector, fix_result: Image.Image | None) -> Ima
         return fix_result
     node_id, slot = example.target
     with tempfile.TemporaryDirectory() as out:
-        result = run_workflow(api_format(example.graph), input_dir=INPUTS, output_dir=out, progress=lambda line: None)
+        result = run_workflow(api_format(example.graph), input_dir=INPUTS, output_dir=out, engine="builtin",
+                              progress=lambda line: None)
         image = result.output(node_id, slot)[0][0]
     if example.thumbnail == "overlay":
         return to_pil(image)
@@ -421,7 +422,7 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
     write(INPUTS / ARTIFACT_IMAGE, jpeg(make_artifact_example(), 95), args.overwrite)
-    classes = {**comfy_only_specs(), **dict(build_registry())}
+    classes = {**comfy_only_specs(), **dict(installed_registry())}
     detector = load_detector(device="cpu")
     fix_result = None
     for name in sorted(EXAMPLES, key=lambda n: EXAMPLES[n].target is None):  # runnable ones first
