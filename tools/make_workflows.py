@@ -391,7 +391,7 @@ def rank_sheet(detector) -> Image.Image:
 def thumbnail(example: Example, detector, fix_result: Image.Image | None) -> Image.Image:
     if example.thumbnail == "rank":
         return rank_sheet(detector)
-    if example.target is None:  # a generation graph: the PAL-only fix of the example image shows the idea
+    if example.target is None:  # a generation graph: the example image's regions repainted show the idea
         return fix_result
     node_id, slot = example.target
     with tempfile.TemporaryDirectory() as out:
@@ -432,7 +432,7 @@ def main() -> None:
         write(WORKFLOWS / f"{name}.json", (json.dumps(to_ui(name, example, classes), indent=2) + "\n").encode(),
               args.overwrite)
         image = thumbnail(example, detector, fix_result)
-        if name == "Fix artifacts in your images":
+        if name == "Crop artifacts for any inpainter":  # every region repainted (nothing re-checks them)
             fix_result = image
         image.thumbnail((512, 512))
         write(WORKFLOWS / f"{name}.jpg", jpeg(image, 90), args.overwrite)
