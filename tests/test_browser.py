@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from browser import BrowserError, Chromium, find_chromium
+from tiny_sd15 import write_tiny_sd15
 
 pytestmark = pytest.mark.comfyui
 
@@ -28,8 +29,21 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
 PACK = "pal-nodes"  # the folder the harness installs the pack into: the templates browser's module name
 EXAMPLES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+# Workflows saved with the pack's first nodes (one inpainter loader, a prompt on Auto Fix / Zoom Inpaint).
+SAVED_BEFORE = sorted(p for p in (Path(__file__).parent / "data" / "workflows" / "v0.1").glob("*.json")
+                      if not p.name.endswith(".api.json"))
 NEEDS_A_CHECKPOINT = {"CheckpointLoaderSimple"}
 SHOWS_PAR = {"PALDetectArtifacts", "PALPARScore", "PALRankByPAR", "PALAutoFixV2", "PALAutoFix"}
+
+
+def load_example(name: str) -> str:
+    return LOAD % {"workflow": FROM_TEMPLATES % {"pack": PACK, "name": json.dumps(name)}, "name": json.dumps(name)}
+
+
+def same_prompt(sent: dict, twin: dict) -> bool:
+    def strip(prompt):
+        return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()}
+    return strip(sent) == strip(twin)
 
 
 def pal_only(name: str) -> bool:
@@ -59,12 +73,15 @@ WAIT_FOR_APP = """(async () => {
   return app.extensions.map(e => e.name);
 })()"""
 
+FROM_TEMPLATES = """await (async () => {
+  const response = await fetch("/api/workflow_templates/%(pack)s/" + encodeURIComponent(%(name)s) + ".json");
+  if (!response.ok) throw new Error("templates route: HTTP " + response.status);
+  return await response.json();
+})()"""
+
 LOAD = """(async () => {
   const app = window.comfyAPI.app.app, LiteGraph = window.LiteGraph;
-  const name = %(name)s;
-  const response = await fetch("/api/workflow_templates/%(pack)s/" + encodeURIComponent(name) + ".json");
-  if (!response.ok) throw new Error("templates route: HTTP " + response.status);
-  await app.loadGraphData(await response.json(), true, false, name,
+  await app.loadGraphData(%(workflow)s, true, false, %(name)s,
                           {showMissingNodesDialog: false, showMissingModelsDialog: false});
   const deadline = Date.now() + 20000;  // image previews change nothing if the nodes are big enough: wait for them
   while (app.graph._nodes.some(n => n.type === "LoadImage" && !(n.imgs?.length && n.imgs[0].complete))
@@ -156,7 +173,7 @@ def test_the_templates_browser_lists_every_example_with_its_thumbnail(comfy_serv
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_loads_in_the_front_end_without_overlaps(name, page):
-    graph = page.evaluate(LOAD % {"name": json.dumps(name), "pack": PACK})
+    graph = page.evaluate(load_example(name))
     page.screenshot(artifacts_dir() / shot_name(name, "100"))
     nodes, groups = graph["nodes"], graph["groups"]
     assert [n["type"] for n in nodes if n["errors"] or not n["registered"]] == []  # no red node
@@ -171,9 +188,7 @@ def test_example_loads_in_the_front_end_without_overlaps(name, page):
     notes = [n for n in nodes if n["type"] == "Note"]
     assert len(notes) == 1 and groups, "every example explains itself in a Note and groups its steps"
     # the front end sends exactly the API twin (same nodes, same values, same links)
-    twin = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
-    sent = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in graph["prompt"].items()}
-    assert sent == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in twin.items()}
+    assert same_prompt(graph["prompt"], json.loads((WORKFLOWS / "api" / f"{name}.json").read_text()))
     fit = page.evaluate(FIT_TO_VIEW)
     page.screenshot(artifacts_dir() / shot_name(name, "fit"))
     assert not fit["lowQuality"], f"fit to view zooms out to {fit['scale']:.2f}: too far for labels to be drawn"
@@ -181,7 +196,7 @@ def test_example_loads_in_the_front_end_without_overlaps(name, page):
 
 @pytest.mark.parametrize("name", [n for n in EXAMPLES if pal_only(n)])
 def test_pal_example_runs_from_the_page_and_shows_par_on_its_nodes(name, page):
-    page.evaluate(LOAD % {"name": json.dumps(name), "pack": PACK})
+    page.evaluate(load_example(name))
     started = time.monotonic()
     run = page.evaluate(RUN % {"timeout_ms": 600_000}, timeout=660)
     page.evaluate(FIT_TO_VIEW)
@@ -198,6 +213,52 @@ def test_pal_example_runs_from_the_page_and_shows_par_on_its_nodes(name, page):
     assert any(p > 0 for s in showing for p in run["outputs"][s]["par"]), "the detector found nothing in the example"
     assert own_errors(page) == [], own_errors(page)
     assert time.monotonic() - started < 600
+
+
+SET_WIDGETS = """(() => {
+  const app = window.comfyAPI.app.app, changes = %(changes)s;
+  for (const [type, values] of Object.entries(changes))
+    for (const node of app.graph._nodes.filter(n => n.type === type))
+      for (const [name, value] of Object.entries(values)) node.widgets.find(w => w.name === name).value = value;
+  return true;
+})()"""
+TINY_CHECKPOINT = "tiny_sd15_test.safetensors"
+
+
+@pytest.mark.parametrize("name", [n for n in EXAMPLES if not pal_only(n)])
+def test_generation_example_runs_from_the_page_with_a_tiny_checkpoint(name, page, comfy_server):
+    """The generation examples as a user runs them, with their checkpoint swapped for a random tiny SD1.5 and
+    sizes and steps made small for a CPU: generation, then PAL on what was generated, PAR on the node."""
+    checkpoint = comfy_server.base / "models" / "checkpoints" / TINY_CHECKPOINT
+    if not checkpoint.is_file():
+        write_tiny_sd15(checkpoint)
+    page.evaluate(load_example(name))
+    page.evaluate(SET_WIDGETS % {"changes": json.dumps({
+        "CheckpointLoaderSimple": {"ckpt_name": TINY_CHECKPOINT}, "EmptyLatentImage": {"width": 64, "height": 64},
+        "KSampler": {"steps": 2}, "PALComfyInpainter": {"steps": 2}})})
+    run = page.evaluate(RUN % {"timeout_ms": 900_000}, timeout=960)
+    page.evaluate(FIT_TO_VIEW)
+    page.screenshot(artifacts_dir() / shot_name(name, "after-run-tiny-checkpoint"))
+    assert run["status"]["status_str"] == "success", run["status"]
+    (shown,) = [s for s in run["shown"].values() if s["type"] in SHOWS_PAR]
+    node_id = next(k for k, s in run["shown"].items() if s is shown)
+    ui = run["outputs"][node_id]
+    assert shown["value"] == "\n".join(ui["text"]) and "PAR" in shown["value"]
+    if shown["type"] == "PALRankByPAR":  # every seed of the batch listed, best first, top_k kept
+        lines = shown["value"].splitlines()
+        assert len(lines) == 6 and sum(line.endswith("kept") for line in lines) == 2 and len(ui["par"]) == 6
+
+
+@pytest.mark.parametrize("saved", SAVED_BEFORE, ids=lambda p: p.stem)
+def test_workflows_saved_with_the_old_nodes_still_load_and_run(saved, page):
+    """The deprecated nodes keep their ids and widgets: old files load with every value in place."""
+    graph = page.evaluate(LOAD % {"workflow": saved.read_text(), "name": json.dumps(saved.stem)})
+    assert [n["type"] for n in graph["nodes"] if n["errors"] or not n["registered"]] == []
+    assert same_prompt(graph["prompt"], json.loads(saved.with_name(saved.stem + ".api.json").read_text()))
+    assert {"PALLoadInpainter"} <= {n["type"] for n in graph["nodes"]}
+    run = page.evaluate(RUN % {"timeout_ms": 600_000}, timeout=660)
+    page.screenshot(artifacts_dir() / shot_name(saved.stem, "saved-before-after-run"))
+    assert run["status"]["status_str"] == "success", run["status"]
 
 
 def test_browser_errors_name_what_went_wrong(page):
