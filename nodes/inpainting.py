@@ -221,5 +221,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PALLoadOpenCVInpainter": "Load OpenCV Inpainter (PAL)",
     "PALLoadDiffusersInpainter": "Load Diffusers Inpainter (PAL)",
     "PALComfyInpainter": "ComfyUI Model Inpainter (PAL)",
-    "PALLoadInpainter": "Load Inpainter (PAL, deprecated: one loader for all kinds)",
+    "PALLoadInpainter": "Load Inpainter (PAL, old)",
 }

@@ -330,6 +330,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PALZoomInpaintV2": "Zoom Inpaint (PAL)",
     "PALComposite": "Composite (PAL)",
     "PALCropsToSEGS": "Crops to SEGS (PAL)",
-    "PALAutoFix": "Auto Fix Artifacts (PAL, deprecated: prompt on the node)",
-    "PALZoomInpaint": "Zoom Inpaint (PAL, deprecated: prompt on the node)",
+    "PALAutoFix": "Auto Fix Artifacts (PAL, old)",
+    "PALZoomInpaint": "Zoom Inpaint (PAL, old)",
 }

@@ -27,8 +27,6 @@ function addResultsBox(node) {
 function showResults(node, text) {
   const widget = node.widgets?.find((w) => w.name === WIDGET_NAME) ?? addResultsBox(node);
   widget.value = text;
-  const lines = text.split("\n").length;
-  widget.element.rows = Math.min(Math.max(lines, 2), 12);
   node.setDirtyCanvas?.(true, true);
 }
 
