@@ -214,7 +214,8 @@ def auto_fix(images, detector: Detector, inpainter: Inpainter, prompt: str, seed
     out = comfy_env.output_device()
     after = result.par_after if result.par_after is not None else result.par_before
     return shown((result.images.to(out), result.mask_before.float().to(out), result.blend_mask.to(out),
-                  json.dumps(reports), summary), [summary], [round(float(p), 6) for p in after])
+                  json.dumps([{"model": getattr(detector, "name", None), **image} for image in reports]), summary),
+                 [summary], [round(float(p), 6) for p in after])
 
 
 class PALAutoFixV2:
@@ -227,7 +228,7 @@ class PALAutoFixV2:
     RETURN_TYPES = ("IMAGE", "MASK", "MASK", "STRING", "STRING")
     RETURN_NAMES = ("images", "artifact_mask", "blend_mask", "report", "summary")
     OUTPUT_TOOLTIPS = ("The fixed images.", "Artifacts found before the fix.", "Where fixes were blended in.",
-                       "JSON: PAR before and after and every region per image.",
+                       "JSON per image: the model, PAR before and after and every region.",
                        "One line per image: PAR before -> after, each region kept or rejected (artifact pixels "
                        "before -> after), and what to try when nothing was fixed.")
 

@@ -48,7 +48,7 @@ CHECKPOINT = "sd_xl_base_1.0.safetensors"
 # are given room for their previews, which the front end fits into the node.
 SIZES = {
     "LoadImage": (320, 360), "SaveImage": (320, 330), "PreviewImage": (320, 330), "MaskToImage": (240, 30),
-    "PALLoadDetector": (320, 130), "PALDetectArtifacts": (320, 200), "PALAutoFixV2": (320, 420),
+    "PALLoadDetector": (320, 160), "PALDetectArtifacts": (320, 200), "PALAutoFixV2": (320, 420),
     "PALLoadOpenCVInpainter": (320, 82), "PALConnectedComponentCrop": (320, 242), "PALZoomInpaintV2": (320, 210),
     "PALComposite": (320, 122), "PALRankByPAR": (320, 330), "PALComfyInpainter": (320, 214),
     "CheckpointLoaderSimple": (320, 98), "CLIPTextEncode": (340, 150), "EmptyLatentImage": (320, 106),
@@ -64,7 +64,8 @@ GROUP_COLOURS = ["#3f789e", "#8A8", "#b06634", "#a1309b"]
 # ------------------------------------------------------------------------------------ the graphs
 
 DETECTOR = {"class_type": "PALLoadDetector", "_meta": {"title": "Artifact detector"},
-            "inputs": {"model": "default", "device": "auto", "precision": "fp32", "input_size": 512}}
+            "inputs": {"model": "default", "device": "auto", "precision": "fp32", "input_size": 512,
+                       "download_if_missing": False}}
 OPENCV = {"class_type": "PALLoadOpenCVInpainter", "inputs": {"method": "telea", "radius": 0.0}}
 POSITIVE_TEXT = "a golden retriever puppy running on a city sidewalk at sunset, detailed fur, sharp focus"
 NEGATIVE_TEXT = "blurry, deformed, extra legs, watermark, text"
