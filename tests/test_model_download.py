@@ -340,3 +340,12 @@ def test_ctrl_c_in_pal_download_says_how_to_resume(home, monkeypatch, capsys):
     monkeypatch.setattr("pal_core.cli.download.download_model", interrupted)
     code, _, err = run_cli(capsys, "download", NAME, "--no-progress")
     assert code == 130 and "interrupted; the part received is kept" in err and "run the same command again" in err
+
+
+def test_a_bad_catalogue_override_is_named(tmp_path, monkeypatch, home, capsys):
+    (tmp_path / "catalogue.json").write_text(json.dumps({NAME: {"urll": "http://127.0.0.1:1/x.pth"}}))
+    monkeypatch.setenv(catalogue.CATALOGUE_ENV, str(tmp_path / "catalogue.json"))
+    code, _, err = run_cli(capsys, "download", NAME)
+    assert code == 2 and "cannot override ['urll']" in err
+    code, _, err = run_cli(capsys, "models")
+    assert code == 2 and "cannot override ['urll']" in err
