@@ -158,6 +158,8 @@ def graph_meaning(ui: dict, info: dict) -> dict:
                 assert target == node["id"]
                 inputs[entry["name"]] = [str(origin), slot]
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+        if node.get("title"):  # a title the user gave travels as metadata, as the frontend sends it
+            prompt[str(node["id"])]["_meta"] = {"title": node["title"]}
     return prompt
 
 
