@@ -72,7 +72,7 @@ def test_direct_download_is_verified_converted_and_recorded(tmp_path, monkeypatc
     assert not model_store.verify(path).ok
 
 
-def test_interrupted_download_resumes_where_it_stopped(tmp_path, monkeypatch, home, host):
+def test_interrupted_download_resumes_where_it_stopped(tmp_path, monkeypatch, home, host, capsys):
     cut = len(CHECKPOINT) // 3
     host.files["/u.pth"] = Served(CHECKPOINT, cut_at=cut)
     use_catalogue(tmp_path, monkeypatch, url=host.url("/u.pth"))
@@ -82,7 +82,9 @@ def test_interrupted_download_resumes_where_it_stopped(tmp_path, monkeypatch, ho
     assert not (home / "pal4vst-unified.safetensors").exists()
     parts = [p for p in home.iterdir() if p.name.endswith(".part")]
     kept = parts[0].stat().st_size  # whole chunks received before the cut
-    assert len(parts) == 1 and 0 < kept <= cut
+    assert len(parts) == 1 and 0 < kept <= cut and download.received_bytes(NAME) == kept
+    code, out, _ = run_cli(capsys, "models", "--json")
+    assert json.loads(out.splitlines()[0])["received_bytes"] == kept
     download_model(NAME, show_progress=False)
     assert host.requests[-1]["range"] == f"bytes={kept}-"
     assert leftovers(home) == ["pal4vst-unified.safetensors", "pal4vst-unified.safetensors.sha256"]
