@@ -62,6 +62,11 @@ def test_direct_download_is_verified_converted_and_recorded(tmp_path, monkeypatc
     record = (home / "pal4vst-unified.safetensors.sha256").read_text().split()
     assert record == [model_store.sha256_of(path), "pal4vst-unified.safetensors"]
     assert model_store.verify(path).ok
+    import hashlib
+
+    from pal_core.checkpoint import read_detector_file
+    assert read_detector_file(path).extra["download"] == {
+        "url": host.url("/u.pth"), "bytes": len(CHECKPOINT), "sha256": hashlib.sha256(CHECKPOINT).hexdigest()}
     ours = load_detector(NAME, device="cpu")
     reference = load_detector(FIXTURES / "swin_w12.pth", device="cpu")
     assert ours.name == NAME and ours.info.format == "safetensors"
@@ -299,6 +304,9 @@ def test_models_list_verify_and_add(tmp_path, monkeypatch, home, capsys):
     assert code == 2 and "--name" in err
     code, out, _ = run_cli(capsys, "models", "add", fetched, "--name", NAME)
     assert code == 0 and str(home / "pal4vst-unified.safetensors") in out
+    from pal_core.checkpoint import read_detector_file
+    assert read_detector_file(home / "pal4vst-unified.safetensors").extra["added"] == {
+        "file": "checkpoint.pth", "bytes": len(CHECKPOINT), "sha256": model_store.sha256_of(fetched)}
     code, _, err = run_cli(capsys, "models", "add", fetched, "--name", NAME)
     assert code == 2 and "--overwrite" in err
     code, out, _ = run_cli(capsys, "models", "add", FIXTURES / "swin_w7.pth", "--name", "my-w7")

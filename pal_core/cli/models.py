@@ -119,7 +119,9 @@ def run_add(args: argparse.Namespace) -> int:
         print(f"pal models add: {args.file}: no such file", file=sys.stderr)
         return 2
     try:
-        path = install_file(args.file, name, args.dir, origin=_origin(name, args.file), overwrite=args.overwrite)
+        added = {"file": args.file.name, "bytes": args.file.stat().st_size, "sha256": model_store.sha256_of(args.file)}
+        path = install_file(args.file, name, args.dir, origin=_origin(name, args.file), extra={"added": added},
+                            overwrite=args.overwrite)
     except (InstallError, CheckpointError, ModelNotFoundError, FileExistsError, ValueError) as error:
         print(f"pal models add: {error}", file=sys.stderr)
         return 2
