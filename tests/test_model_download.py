@@ -6,16 +6,21 @@ switch) points the catalogue entry at the stand-in host and at the tiny network'
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 from pathlib import Path
 
+import gdown
 import numpy as np
 import pytest
+import requests
 import torch
 from PIL import Image
 
 from model_host import DriveTunnel, ModelHost, Served
-from pal_core import catalogue, download, loading, model_store
+from pal_core import catalogue, download, installing, loading, model_store
+from pal_core.checkpoint import read_detector_file
 from pal_core.cli import main
 from pal_core.download import DownloadError, download_model
 from pal_core.installing import InstallError, install_file
@@ -62,9 +67,6 @@ def test_direct_download_is_verified_converted_and_recorded(tmp_path, monkeypatc
     record = (home / "pal4vst-unified.safetensors.sha256").read_text().split()
     assert record == [model_store.sha256_of(path), "pal4vst-unified.safetensors"]
     assert model_store.verify(path).ok
-    import hashlib
-
-    from pal_core.checkpoint import read_detector_file
     assert read_detector_file(path).extra["download"] == {
         "url": host.url("/u.pth"), "bytes": len(CHECKPOINT), "sha256": hashlib.sha256(CHECKPOINT).hexdigest()}
     ours = load_detector(NAME, device="cpu")
@@ -188,10 +190,6 @@ def test_no_connection_says_so_in_one_line(tmp_path, monkeypatch, home):
 
 
 def test_a_full_disk_leaves_nothing_under_the_final_name(home, monkeypatch):
-    import errno
-
-    from pal_core import installing
-
     def full(checkpoint, path, overwrite=False):
         Path(path).write_bytes(b"half")
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -304,7 +302,6 @@ def test_models_list_verify_and_add(tmp_path, monkeypatch, home, capsys):
     assert code == 2 and "--name" in err
     code, out, _ = run_cli(capsys, "models", "add", fetched, "--name", NAME)
     assert code == 0 and str(home / "pal4vst-unified.safetensors") in out
-    from pal_core.checkpoint import read_detector_file
     assert read_detector_file(home / "pal4vst-unified.safetensors").extra["added"] == {
         "file": "checkpoint.pth", "bytes": len(CHECKPOINT), "sha256": model_store.sha256_of(fetched)}
     code, _, err = run_cli(capsys, "models", "add", fetched, "--name", NAME)
@@ -324,16 +321,14 @@ def test_models_list_verify_and_add(tmp_path, monkeypatch, home, capsys):
 
 
 @pytest.mark.parametrize("failure, expected", [
-    (lambda: __import__("requests").exceptions.ConnectionError(
+    (lambda: requests.exceptions.ConnectionError(
         "HTTPSConnectionPool(host='drive.google.com', port=443): Max retries exceeded (Caused by "
         "NameResolutionError(\"Failed to resolve 'drive.google.com' ([Errno -3] Temporary failure in name resolution)\"))"),
      r"could not reach drive\.google\.com \(DNS lookup failed: is this machine online\?\)"),
-    (lambda: OSError(__import__("errno").ENOSPC, "No space left on device"),
+    (lambda: OSError(errno.ENOSPC, "No space left on device"),
      "the disk holding .* is full: pal4vst-unified needs about 0.5 GB"),
 ])
 def test_dns_failure_and_full_disk_during_the_transfer_say_so(home, monkeypatch, failure, expected):
-    import gdown
-
     def fail(**kwargs):
         raise failure()
 
