@@ -9,7 +9,7 @@ import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 
-const NODES_WITH_RESULTS = new Set(["PALDetectArtifacts", "PALPARScore", "PALRankByPAR", "PALAutoFixV2", "PALAutoFix",
+const NODES_WITH_RESULTS = new Set(["PALLoadDetector", "PALDetectArtifacts", "PALPARScore", "PALRankByPAR", "PALAutoFixV2", "PALAutoFix",
   "PALZoomInpaintV2", "PALZoomInpaint"]);
 const WIDGET_NAME = "results";
 const PLACEHOLDER = "PAR per image appears here after a run";
