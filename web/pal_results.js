@@ -1,4 +1,4 @@
-// Shows what the PAL nodes measured (PAR per image; Auto Fix, Zoom Inpaint and Rank summaries) on the nodes.
+// Shows what the PAL nodes measured (the loaded model; PAR per image; Auto Fix, Zoom Inpaint and Rank summaries) on the nodes.
 //
 // The nodes return their numbers as `ui.text` (see nodes/display.py); ComfyUI hands that to
 // onExecuted after a run, but draws no text for a custom node by itself. Each such node gets a
