@@ -180,6 +180,46 @@ def test_the_templates_browser_lists_every_example_with_its_thumbnail(server):
         assert status == 200 and body[:3] == b"\xff\xd8\xff", name  # a JPEG, as the browser asks for
 
 
+TEMPLATES_DIALOG = """(async () => {
+  const app = window.comfyAPI.app.app, sleep = (ms) => new Promise(r => setTimeout(r, ms));
+  await app.extensionManager.command.execute("Comfy.BrowseTemplates");
+  const deadline = Date.now() + 30000;
+  let entry = null;
+  while (!entry && Date.now() < deadline) {
+    entry = [...document.querySelectorAll(".p-dialog *")].find(e => !e.children.length && e.textContent.trim() === "%(pack)s");
+    await sleep(300);
+  }
+  if (!entry) throw new Error("the templates browser lists no category %(pack)s");
+  entry.click();
+  const dialog = document.querySelector(".p-dialog");
+  let images = [];
+  while (Date.now() < deadline) {  // the thumbnails are fetched, then shown
+    images = [...dialog.querySelectorAll("img")];
+    if (images.length >= %(count)d && images.every(i => i.complete && i.naturalWidth > 0)) break;
+    await sleep(300);
+  }
+  return {text: dialog.innerText, loaded: images.filter(i => i.complete && i.naturalWidth > 0).length};
+})()"""
+
+
+CLOSE_DIALOG = """(async () => {
+  for (const button of document.querySelectorAll(".p-dialog .p-dialog-close-button")) button.click();
+  const deadline = Date.now() + 10000;
+  while (document.querySelector(".p-dialog") && Date.now() < deadline) await new Promise(r => setTimeout(r, 200));
+  return !document.querySelector(".p-dialog");
+})()"""
+
+
+def test_the_templates_browser_shows_each_example_titled_with_its_thumbnail(page):
+    shown = page.evaluate(TEMPLATES_DIALOG % {"pack": PACK, "count": len(EXAMPLES)})
+    page.screenshot(artifacts_dir() / "templates-browser.png")
+    assert page.evaluate(CLOSE_DIALOG), "the templates browser did not close"
+    lines = shown["text"].splitlines()
+    for name in EXAMPLES:  # title, and the description ComfyUI derives from the file name
+        assert name in lines and name.replace("-", " ") in lines, name
+    assert shown["loaded"] >= len(EXAMPLES)
+
+
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_loads_in_the_front_end_without_overlaps(name, page):
     graph = page.evaluate(load_example(name))

@@ -159,7 +159,8 @@ EXAMPLES: dict[str, Example] = {
         "run Detect Artifacts shows each image's PAR (the share of artifact pixels).\n\n"
         f"The example image ({ARTIFACT_IMAGE}) is a generated picture with synthetic artifacts added by "
         "tools/make_workflows.py, the kind the shipped model finds best. Load your own image instead; for "
-        "finer results put an official PAL4VST checkpoint in models/pal4vst and pick it in the detector.",
+        "real artifacts pick pal4vst-unified in the detector (the authors' model: switch download_if_missing on "
+        "once, or run `pal download pal4vst-unified`).",
         {"1": load_image(ARTIFACT_IMAGE),
          "2": DETECTOR,
          "3": {"class_type": "PALDetectArtifacts", "inputs": {"detector": ["2", 0], "images": ["1", 0], "threshold": 0.5}},
