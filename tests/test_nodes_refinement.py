@@ -313,5 +313,7 @@ def test_inpainter_choices_list_model_folders(tmp_path, monkeypatch):
     choices = inpainter_choices()
     assert choices[:2] == ["opencv-telea", "opencv-ns"] and choices[2:] == diffusion_choices()
     assert PALLoadDiffusersInpainter.INPUT_TYPES()["required"]["model"][0] == diffusion_choices()
+    assert PALLoadDiffusersInpainter.VALIDATE_INPUTS("diffusers/sd15-inpaint") is True
+    assert "models/diffusers/<name>/" in PALLoadDiffusersInpainter.VALIDATE_INPUTS("")
     assert "diffusers/sd15-inpaint" in choices and "checkpoints/sdxl_inpaint.safetensors" in choices
     assert PALComfyInpainter.INPUT_TYPES()["required"]["sampler_name"][0]  # listed even outside ComfyUI
