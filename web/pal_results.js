@@ -33,10 +33,13 @@ function showResults(node, text) {
 async function showResultsFromHistory(promptId) {
   const response = await api.fetchApi(`/history/${encodeURIComponent(promptId)}`);
   if (!response.ok) return;
-  const outputs = (await response.json())[promptId]?.outputs ?? {};
-  for (const [nodeId, output] of Object.entries(outputs)) {
+  const entry = (await response.json())[promptId];
+  const prompt = entry?.prompt?.[2] ?? {}; // [number, id, graph, ...]: the graph that ran
+  for (const [nodeId, output] of Object.entries(entry?.outputs ?? {})) {
     const node = app.graph?.getNodeById(Number(nodeId));
-    if (node && NODES_WITH_RESULTS.has(node.comfyClass) && Array.isArray(output?.text)) {
+    // the same node of the graph that ran (not a namesake in a workflow opened since)
+    if (node && NODES_WITH_RESULTS.has(node.comfyClass) && prompt[nodeId]?.class_type === node.comfyClass
+        && Array.isArray(output?.text)) {
       showResults(node, output.text.join("\n"));
     }
   }
