@@ -30,10 +30,19 @@ function showResults(node, text) {
   node.setDirtyCanvas?.(true, true);
 }
 
+async function historyEntry(promptId) {
+  // ComfyUI announces success before it files the run in its history: ask until it is there.
+  for (let attempt = 0; attempt < 40; attempt++) {
+    const response = await api.fetchApi(`/history/${encodeURIComponent(promptId)}`);
+    const entry = response.ok ? (await response.json())[promptId] : undefined;
+    if (entry?.outputs) return entry;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  return undefined;
+}
+
 async function showResultsFromHistory(promptId) {
-  const response = await api.fetchApi(`/history/${encodeURIComponent(promptId)}`);
-  if (!response.ok) return;
-  const entry = (await response.json())[promptId];
+  const entry = await historyEntry(promptId);
   const prompt = entry?.prompt?.[2] ?? {}; // [number, id, graph, ...]: the graph that ran
   for (const [nodeId, output] of Object.entries(entry?.outputs ?? {})) {
     const node = app.graph?.getNodeById(Number(nodeId));
