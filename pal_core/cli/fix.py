@@ -19,7 +19,7 @@ import numpy as np
 from .. import atomic
 from ..crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
 from ..imageio import ImageReadError, list_images, read_image, to_uint8, write_png
-from ..inpainters import SPECS, WEIGHT_FREE, make_inpainter
+from ..inpainters import SPECS, available_weight_free, make_inpainter
 from ..loading import load_detector
 from ..refine import RefineOptions, refine
 from ..sheets import SheetRow, draw_sheet, fix_row
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(error))
 
     console = Console("fix", len(paths), args.quiet, steps="step")
-    tally = FixTally(options.threshold, inpainter.name, tuple(s for s in WEIGHT_FREE if s != args.inpainter))
+    tally = FixTally(options.threshold, inpainter.name, tuple(s for s in available_weight_free() if s != inpainter.name))
     rows: list[SheetRow] = []
     for path in paths:
         try:
