@@ -59,6 +59,28 @@ class NoFix(Inpainter):
         return crops.clone()
 
 
+class Biharmonic(Inpainter):
+    """scikit-image's biharmonic inpainting (a smooth fill like Navier-Stokes): compared here only."""
+
+    name = "skimage-biharmonic"
+
+    def _inpaint(self, crops, masks, prompts, seeds):
+        from skimage.restoration import inpaint_biharmonic
+
+        filled = [inpaint_biharmonic(crop.double().numpy(), (mask > 0.5).numpy(), channel_axis=-1)
+                  for crop, mask in zip(crops.cpu(), masks.cpu())]
+        result = torch.from_numpy(np.stack(filled)).to(crops.dtype).clamp(0, 1)
+        return torch.where((masks > 0.5).unsqueeze(-1), result, crops)
+
+
+def make(spec: str) -> Inpainter:
+    if spec == "no fix":
+        return NoFix()
+    if spec == Biharmonic.name:
+        return Biharmonic()
+    return make_inpainter(spec)
+
+
 class Timed(Inpainter):
     """Wraps an inpainter and adds up the CPU time it takes and the crops it is given."""
 
@@ -125,8 +147,8 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=[k.name for k in ARTIFACT_KINDS])
     parser.add_argument("--sizes", nargs="+", type=float, default=list(SIZES))
     parser.add_argument("--methods", nargs="+", default=None,
-                        help="inpainter specs (default: every weight-free one this OpenCV has, but opencv-fsr-best, "
-                             "which takes tens of seconds a crop)")
+                        help="inpainter specs, or skimage-biharmonic (default: every weight-free one this OpenCV has, "
+                             "but opencv-fsr-best, which takes tens of seconds a crop)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the detector")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -145,7 +167,7 @@ def main() -> None:
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     for spec in ["no fix", *methods]:
-        inpainter = Timed(NoFix() if spec == "no fix" else make_inpainter(spec))
+        inpainter = Timed(make(spec))
         scores = table.setdefault(inpainter.name, Scores())
         for case, (on_clean, on_damaged) in zip(cases, before):
             result, details = repaint(case.damaged, case.mask, inpainter)

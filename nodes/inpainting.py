@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from pal_core.inpainters import Inpainter, make_inpainter
+from pal_core.inpainters import Inpainter, available_weight_free, make_inpainter
 
 from . import comfy_env
 
-OPENCV_CHOICES = ["opencv-telea", "opencv-ns"]
+OPENCV_CHOICES = list(available_weight_free())  # the xphoto ones only where opencv-contrib is installed
 DIFFUSERS_PREFIX = "diffusers/"
 CHECKPOINT_PREFIX = "checkpoints/"
 
@@ -78,7 +78,7 @@ class PALLoadInpainter:
 
     def load(self, inpainter, negative_prompt, steps, guidance, strength, device, precision):
         if inpainter in OPENCV_CHOICES:
-            return (make_inpainter("opencv" if inpainter == "opencv-telea" else "opencv-ns"),)
+            return (make_inpainter(inpainter),)
         torch_device = comfy_env.torch_device() if device == "auto" else torch.device(device)
         dtype = "fp32" if torch_device.type == "cpu" and precision == "fp16" else precision
         path = resolve_diffusers_path(inpainter)
