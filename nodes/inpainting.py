@@ -52,7 +52,8 @@ def resolve_diffusers_path(choice: str) -> str:
 
 
 class PALLoadInpainter:
-    DESCRIPTION = ("An inpainter for Zoom Inpaint and Auto Fix: OpenCV (Telea or Navier-Stokes, no weights, fast) "
+    DESCRIPTION = ("An inpainter for Zoom Inpaint and Auto Fix: OpenCV (no weights, fast; the first choice is the "
+                   "measured best, see the README) "
                    "or a Stable Diffusion 1.x/2.x/SDXL inpainting model from models/diffusers or models/checkpoints.")
     CATEGORY = "PAL"
     FUNCTION = "load"

@@ -41,12 +41,12 @@ def fix_line(name: str, report: dict, output: str | None = None) -> str:
     par = f"PAR {par_before:.4f}" + (f" -> {par_after:.4f}" if par_after is not None else "")
     kept = sum(1 for r in regions if r["kept"])
     details = ", ".join(region_verdict(r) for r in regions)
-    return f"{name}: {par}; {kept} of {len(regions)} regions fixed: {details}{where}"
+    return f"{name}: {par}; {kept} of {_count(len(regions), 'region')} fixed: {details}{where}"
 
 
 def detect_line(name: str, record: dict, regions: int | None = None) -> str:
     """One line for one detected image: PAR, regions (when counted), the highest probability, outputs."""
-    found = f", {regions} region{'s' if regions != 1 else ''}" if regions is not None else ""
+    found = f", {_count(regions, 'region')}" if regions is not None else ""
     where = f" -> {record['outputs']['overlay']}" if record.get("outputs") else ""
     return f"{name}: PAR {record['par']:.4f}{found}, highest artifact probability {record['max_prob']:.2f}{where}"
 
@@ -91,14 +91,14 @@ class FixTally:
     def summary(self, out: str | None = None) -> list[str]:
         """The closing lines: counts, where the results are, and what to try when nothing changed."""
         done = self.images - self.failed
-        parts = [f"{self.improved} improved ({self.regions_fixed} regions fixed)"]
+        parts = [f"{self.improved} improved ({_count(self.regions_fixed, 'region')} fixed)"]
         if self.rejected:
             parts.append(f"{self.rejected} unchanged (every fix rejected)")
         if self.clean:
             parts.append(f"{self.clean} with no artifact found")
         if self.skipped:
             parts.append(f"{self.skipped} left alone")
-        lines = [f"{self.images} image{'s' if self.images != 1 else ''}: " + ", ".join(parts)
+        lines = [f"{_count(self.images, 'image')}: " + ", ".join(parts)
                  + (f"; results (PNG + JSON per image) in {out}" if done and out else "")]
         if done and self.improved == 0:
             lines += self.advice()
@@ -171,7 +171,7 @@ class DetectTally:
     def summary(self, out: str | None) -> list[str]:
         read = self.images - self.failed
         mean = self.par_sum / read if read else 0.0
-        line = (f"{self.images} image{'s' if self.images != 1 else ''}: {self.with_artifacts} with artifacts, "
+        line = (f"{_count(self.images, 'image')}: {self.with_artifacts} with artifacts, "
                 f"{read - self.with_artifacts} without (mean PAR {mean:.4f})")
         if out and read:
             line += f"; masks, probabilities and overlays in {out}"
@@ -181,3 +181,7 @@ class DetectTally:
                          f"{self.highest_probability:.2f}): if you see some, try a lower --threshold; "
                          + OFFICIAL_MODEL_HINT)
         return lines
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -107,4 +107,17 @@ def test_unknown_and_unavailable_methods_say_what_to_do(monkeypatch):
     monkeypatch.setattr(inpainters.opencv, "has_xphoto", lambda: False)
     with pytest.raises(ValueError, match="pip install opencv-contrib-python-headless"):
         make_inpainter("opencv-shiftmap")
-    assert inpainters.available_weight_free() == ("opencv-telea", "opencv-ns")
+    assert inpainters.available_weight_free() == ("opencv-ns", "opencv-telea")  # the fallback default first
+    assert make_inpainter("opencv").name == "opencv-ns"
+
+
+def test_the_default_is_the_benchmarks_choice_and_exemplar_methods_survive_odd_masks():
+    assert make_inpainter("opencv").name == "opencv-fsr-fast@128" == available_weight_free()[0]
+    crops = torch.rand(3, 32, 32, 3)
+    masks = torch.zeros(3, 32, 32)
+    masks[1] = 1.0  # all hole: nothing to copy from, the crop is returned as it is
+    masks[2, 5, 5] = 1.0
+    for spec in ("opencv-fsr-fast@128", "opencv-shiftmap"):
+        result = make_inpainter(spec).inpaint(crops, masks)  # shift-map crashed the process on an empty hole
+        assert torch.equal(result[0], crops[0]) and torch.equal(result[2][masks[2] == 0], crops[2][masks[2] == 0])
+        assert torch.allclose(result[1], crops[1], atol=0.5 / 255)  # back through 8 bits, unchanged

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pal_core import load_detector
-from pal_core.inpainters import Inpainter
+from pal_core.inpainters import Inpainter, available_weight_free, default_weight_free
 from pal_core.verdicts import fix_line
 from pal_nodes import comfy_env
 from pal_nodes.inpainting import PALComfyInpainter, PALLoadInpainter, inpainter_choices
@@ -211,6 +211,6 @@ def test_inpainter_choices_list_model_folders(tmp_path, monkeypatch):
     (tmp_path / "checkpoints" / "sdxl_inpaint.safetensors").write_bytes(b"x")
     monkeypatch.setenv(comfy_env.MODELS_ENV, str(tmp_path))
     choices = inpainter_choices()
-    assert choices[:2] == ["opencv-telea", "opencv-ns"]
+    assert choices[:2] == list(available_weight_free()[:2]) and choices[0] == default_weight_free()
     assert "diffusers/sd15-inpaint" in choices and "checkpoints/sdxl_inpaint.safetensors" in choices
     assert PALComfyInpainter.INPUT_TYPES()["required"]["sampler_name"][0]  # listed even outside ComfyUI

@@ -72,9 +72,13 @@ class OpenCVInpainter(Inpainter):
         return cv2.resize(self._fill_at_size(small, small_hole), (width, height), interpolation=cv2.INTER_CUBIC)
 
     def _fill_at_size(self, pixels: np.ndarray, hole: np.ndarray) -> np.ndarray:
+        if not hole.any():  # nothing to do (and xphoto's shift-map crashes on an empty hole)
+            return pixels
         if self.method in CLASSIC:
             radius = self.radius if self.radius is not None else max(3.0, min(hole.shape) / 100)
             return cv2.inpaint(pixels, hole, radius, CLASSIC[self.method])
+        if hole.all():  # the exemplar methods have nothing to copy from: leave the crop as it is
+            return pixels
         filled = np.zeros_like(pixels)
         # xphoto's mask is the other way round: non-zero marks the pixels to keep.
         known = np.where(hole > 0, 0, 255).astype(np.uint8)
