@@ -193,7 +193,7 @@ class PALAutoFix:
             result = refine(images, detector, inpainter, options, prompt, seed,
                             progress=comfy_env.Progress(images.shape[0]))
         reports = result.report()
-        summary = fix_summary(reports, threshold, inpainter.name)
+        summary = fix_summary(reports, threshold, inpainter.name, getattr(detector, "name", ""))
         out = comfy_env.output_device()
         return (result.images.to(out), result.mask_before.float().to(out), result.blend_mask.to(out),
                 json.dumps([{"model": getattr(detector, "name", None), **image} for image in reports]), summary)

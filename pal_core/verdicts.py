@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import torch
 
 OFFICIAL_MODEL = "pal4vst-unified"
-OFFICIAL_MODEL_HINT = (f"the official PAL4VST model finds more (`pal download {OFFICIAL_MODEL}`, "
-                       f"then `--model {OFFICIAL_MODEL}`)")
+OFFICIAL_MODEL_HINT = (f"the official PAL4VST model finds more (`pal download {OFFICIAL_MODEL}`; once installed "
+                       "it is the default)")
 
 
 def region_verdict(region: dict) -> str:
@@ -51,6 +51,11 @@ def detect_line(name: str, record: dict, regions: int | None = None) -> str:
     return f"{name}: PAR {record['par']:.4f}{found}, highest artifact probability {record['max_prob']:.2f}{where}"
 
 
+def official_model_hint(detector: str) -> str:
+    """'; the official model finds more (...)' unless the detector is an official one already."""
+    return "" if detector.startswith("pal4vst") else "; " + OFFICIAL_MODEL_HINT
+
+
 @dataclass
 class FixTally:
     """Counts what happened to the images of a `pal fix` run, for the summary and its advice."""
@@ -58,6 +63,7 @@ class FixTally:
     threshold: float
     inpainter: str
     other_inpainters: tuple[str, ...] = ()
+    detector: str = ""  # its name: the official model is not suggested to its own users
     images: int = 0
     improved: int = 0  # at least one fix kept
     rejected: int = 0  # regions found, every fix rejected
@@ -116,17 +122,17 @@ class FixTally:
                 "and judge them yourself (--sheet FILE draws them side by side)")
         if self.clean:
             lines.append(f"no artifact was found at --threshold {self.threshold}: if you see some, try a lower "
-                         f"threshold (e.g. --threshold {max(0.05, round(self.threshold - 0.2, 2))}); "
-                         + OFFICIAL_MODEL_HINT)
+                         f"threshold (e.g. --threshold {max(0.05, round(self.threshold - 0.2, 2))})"
+                         + official_model_hint(self.detector))
         if self.skipped:
             lines.append(f"left alone: {self.skip_reasons[0]}; raise --max-area-ratio to fix such images anyway, "
                          "or raise --threshold")
         return lines
 
 
-def fix_summary(reports: list[dict], threshold: float, inpainter: str) -> str:
+def fix_summary(reports: list[dict], threshold: float, inpainter: str, detector: str = "") -> str:
     """The text a node shows after fixing a batch: a line per image, the counts, advice if nothing helped."""
-    tally = FixTally(threshold, inpainter)
+    tally = FixTally(threshold, inpainter, detector=detector)
     lines = []
     for index, report in enumerate(reports):
         tally.add(report)
@@ -152,6 +158,7 @@ class DetectTally:
     """Counts what `pal detect` found, for the summary and its advice."""
 
     threshold: float
+    detector: str = ""
     images: int = 0
     with_artifacts: int = 0
     failed: int = 0
@@ -178,8 +185,8 @@ class DetectTally:
         lines = [line]
         if read and not self.with_artifacts:
             lines.append(f"no artifact was found at --threshold {self.threshold} (the highest probability seen was "
-                         f"{self.highest_probability:.2f}): if you see some, try a lower --threshold; "
-                         + OFFICIAL_MODEL_HINT)
+                         f"{self.highest_probability:.2f}): if you see some, try a lower --threshold"
+                         + official_model_hint(self.detector))
         return lines
 
 

@@ -186,3 +186,13 @@ def test_without_opencv_contrib_the_default_inpainter_falls_back_and_says_so(
     assert main(fix_argv(tiny_detector_file, tmp_path / "out", paths)) == 0
     assert "this OpenCV lacks the contrib modules, so the inpainter is opencv-ns" in capsys.readouterr().err
     assert json.loads((tmp_path / "out" / "img0.json").read_text())["inpainter"] == "opencv-ns"
+
+
+def test_the_official_model_is_suggested_only_to_those_who_do_not_use_it():
+    clean = {"par_before": 0.0, "par_after": 0.0, "skipped": None, "regions": []}
+    for detector, suggested in (("pal_lite", True), ("pal4vst-unified", False)):
+        tally = FixTally(0.5, "opencv-ns", detector=detector)
+        tally.add(clean)
+        advice = tally.summary("out")[1]
+        assert "no artifact was found at --threshold 0.5" in advice
+        assert (f"pal download {OFFICIAL_MODEL}" in advice) == suggested

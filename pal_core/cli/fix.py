@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if args.inpainter == "opencv" and default_weight_free() != DEFAULT:
         console.line(f"pal fix: this OpenCV lacks the contrib modules, so the inpainter is {FALLBACK}, not {DEFAULT} "
                      "(see the README: one OpenCV wheel per environment)")
-    tally = FixTally(options.threshold, inpainter.name, tuple(s for s in available_weight_free() if s != inpainter.name))
+    tally = FixTally(options.threshold, inpainter.name, tuple(s for s in available_weight_free() if s != inpainter.name),
+                     detector.name)
     rows: list[SheetRow] = []
     for path in paths:
         try:
