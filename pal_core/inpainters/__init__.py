@@ -41,14 +41,14 @@ def make_inpainter(spec: str, device: str | torch.device | None = None, dtype: s
     method of `opencv.METHODS`, optionally "@SIZE" to inpaint at most SIZE pixels wide (e.g.
     "opencv-fsr-fast@256"), or "diffusers:PATH".
 
-    `settings` are the diffusers sampling settings and `config`; OpenCV takes none of them.
+    `settings` are the diffusers sampling settings and `config`; OpenCV takes only `radius` (telea / ns).
     """
     if spec == "opencv" or spec.startswith("opencv-"):
         method, _, size = (default_weight_free() if spec == "opencv" else spec)[len("opencv-"):].partition("@")
         if method not in METHODS or (size and not size.isdigit()):
             raise ValueError(f"unknown inpainter {spec!r}; use one of: {', '.join(SPECS)} (OpenCV ones may end in "
                              "@SIZE, e.g. opencv-fsr-fast@256)")
-        return OpenCVInpainter(method, work_size=int(size) if size else None)
+        return OpenCVInpainter(method, radius=settings.get("radius"), work_size=int(size) if size else None)
     if spec.startswith("diffusers:") and len(spec) > len("diffusers:"):
         from .diffusers import load_diffusers_inpainter
 
