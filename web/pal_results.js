@@ -1,4 +1,5 @@
-// Shows what the PAL nodes measured (PAR per image; Auto Fix, Zoom Inpaint and Rank summaries) on the nodes.
+// Shows what the PAL nodes found on the nodes themselves: the loaded model, PAR per image, and the
+// summaries of Auto Fix, Zoom Inpaint and Rank by PAR.
 //
 // The nodes return their numbers as `ui.text` (see nodes/display.py); ComfyUI hands that to
 // onExecuted after a run, but draws no text for a custom node by itself. Each such node gets a
@@ -9,17 +10,18 @@ import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 
-const NODES_WITH_RESULTS = new Set(["PALDetectArtifacts", "PALPARScore", "PALRankByPAR", "PALAutoFixV2", "PALAutoFix",
-  "PALZoomInpaintV2", "PALZoomInpaint"]);
+const NODES_WITH_RESULTS = new Set(["PALLoadDetector", "PALDetectArtifacts", "PALPARScore", "PALRankByPAR",
+  "PALAutoFixV2", "PALAutoFix", "PALZoomInpaintV2", "PALZoomInpaint"]);
 const WIDGET_NAME = "results";
-const PLACEHOLDER = "PAR per image appears here after a run";
+const PLACEHOLDERS = { PALLoadDetector: "the loaded model appears here after a run",
+  PALZoomInpaintV2: "a line per region appears here after a run", PALZoomInpaint: "a line per region appears here after a run" };
 
 function addResultsBox(node) {
   const widget = ComfyWidgets.STRING(node, WIDGET_NAME, ["STRING", { multiline: true }], app).widget;
   widget.serialize = false; // not in the saved workflow's widgets_values
   widget.options.serialize = false; // not sent with the prompt
   widget.element.readOnly = true;
-  widget.element.placeholder = PLACEHOLDER;
+  widget.element.placeholder = PLACEHOLDERS[node.comfyClass] ?? "PAR per image appears here after a run";
   widget.element.dataset.palResults = "true";
   return widget;
 }
