@@ -48,7 +48,7 @@ CHECKPOINT = "sd_xl_base_1.0.safetensors"
 # are given room for their previews, which the front end fits into the node.
 SIZES = {
     "LoadImage": (320, 360), "SaveImage": (320, 330), "PreviewImage": (320, 330), "MaskToImage": (240, 30),
-    "PALLoadDetector": (320, 160), "PALDetectArtifacts": (320, 200), "PALAutoFixV2": (320, 420),
+    "PALLoadDetector": (320, 240), "PALDetectArtifacts": (320, 200), "PALAutoFixV2": (320, 420),
     "PALLoadOpenCVInpainter": (320, 82), "PALConnectedComponentCrop": (320, 242), "PALZoomInpaintV2": (320, 210),
     "PALComposite": (320, 122), "PALRankByPAR": (320, 330), "PALComfyInpainter": (320, 214),
     "CheckpointLoaderSimple": (320, 98), "CLIPTextEncode": (340, 150), "EmptyLatentImage": (320, 106),

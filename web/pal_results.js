@@ -16,18 +16,18 @@ const WIDGET_NAME = "results";
 const PLACEHOLDERS = { PALLoadDetector: "the loaded model appears here after a run",
   PALZoomInpaintV2: "a line per region appears here after a run", PALZoomInpaint: "a line per region appears here after a run" };
 
-function addResultsBox(node) {
+function addResultsBox(node, className) {
   const widget = ComfyWidgets.STRING(node, WIDGET_NAME, ["STRING", { multiline: true }], app).widget;
   widget.serialize = false; // not in the saved workflow's widgets_values
   widget.options.serialize = false; // not sent with the prompt
   widget.element.readOnly = true;
-  widget.element.placeholder = PLACEHOLDERS[node.comfyClass] ?? "PAR per image appears here after a run";
+  widget.element.placeholder = PLACEHOLDERS[className] ?? "PAR per image appears here after a run";
   widget.element.dataset.palResults = "true";
   return widget;
 }
 
 function showResults(node, text) {
-  const widget = node.widgets?.find((w) => w.name === WIDGET_NAME) ?? addResultsBox(node);
+  const widget = node.widgets?.find((w) => w.name === WIDGET_NAME) ?? addResultsBox(node, node.comfyClass);
   widget.value = text;
   node.setDirtyCanvas?.(true, true);
 }
@@ -68,7 +68,7 @@ app.registerExtension({
     const onNodeCreated = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {
       const result = onNodeCreated?.apply(this, arguments);
-      addResultsBox(this);
+      addResultsBox(this, nodeData.name);
       return result;
     };
     const onExecuted = nodeType.prototype.onExecuted;
