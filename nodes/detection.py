@@ -7,6 +7,7 @@ import json
 import torch
 
 from pal_core import Detector, available_models, load_detector
+from pal_core.devices import PRECISIONS
 from pal_core.imageio import overlay
 from pal_core.selection import rank_by_par
 
@@ -28,7 +29,7 @@ def predict_with_progress(detector: Detector, images: torch.Tensor) -> torch.Ten
         raise ValueError("the image batch is empty; connect a node that outputs at least one image")
     progress = comfy_env.Progress(images.shape[0])
     chunks = []
-    with comfy_env.model_on_device(detector.model, detector.device):
+    with comfy_env.detector_on_device(detector):
         for start in range(0, images.shape[0], detector.batch_size):
             chunk = images[start:start + detector.batch_size]
             chunks.append(detector.predict(chunk))
@@ -52,7 +53,10 @@ class PALLoadDetector:
             "model": (detector_choices(), {"tooltip": "'default' is the small model shipped with the pack; "
                                                       "put official checkpoints in models/pal4vst."}),
             "device": (["auto", "cpu", "cuda"], {"tooltip": "auto: ComfyUI's device (the GPU when there is one)."}),
-            "precision": (["fp32", "fp16", "bf16"], {"tooltip": "fp16 needs a GPU; official TorchScript files run in fp32."}),
+            "precision": (list(PRECISIONS), {"default": "auto", "tooltip": (
+                "auto: the fastest precision this device runs natively (bf16 on CPUs with AMX/AVX512-BF16 and on "
+                "recent GPUs, fp16 on older GPUs, else fp32); fp32 for exact results. fp16 needs a GPU; official "
+                "TorchScript files run in fp32.")}),
             "input_size": ("INT", {"default": 512, "min": 0, "max": 4096, "step": 32,
                                    "tooltip": "Square size the network runs at (PAL4VST: 512). 0 runs it at each "
                                               "image's own size (slower, finer masks on large images)."}),
@@ -66,7 +70,9 @@ class PALLoadDetector:
         else:
             source = comfy_env.model_path(comfy_env.DETECTOR_FOLDER, model)
         torch_device = comfy_env.torch_device() if device == "auto" else device
-        return (load_detector(source, device=torch_device, dtype=precision, input_size=input_size or None),)
+        detector = load_detector(source, device=torch_device, dtype=precision, input_size=input_size or None)
+        summary = f"{detector.name} on {detector.device}, {detector.precision}"
+        return {"ui": {"text": [summary]}, "result": (detector,)}
 
 
 class PALDetectArtifacts:

@@ -188,7 +188,7 @@ class PALAutoFix:
         options = RefineOptions(threshold=threshold, zoom=zoom, resolution=target_size, feather=feather,
                                 color_match=color_match, redetect=redetect)
         progress = comfy_env.Progress(1)
-        with comfy_env.model_on_device(detector.model, detector.device):
+        with comfy_env.detector_on_device(detector):
             result = refine(images, detector, inpainter, options, prompt, seed)
         progress.step()
         out = comfy_env.output_device()

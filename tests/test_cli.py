@@ -123,8 +123,8 @@ def test_convert_gives_identical_outputs(capsys, tmp_path):
     code = main(["convert", str(FIXTURES / "swin_w7.pth"), str(destination)])
     assert code == 0 and destination.exists()
     images = torch.rand(2, 70, 90, 3)
-    original = load_detector(FIXTURES / "swin_w7.pth", device="cpu", input_size=None)
-    converted = load_detector(destination, device="cpu", input_size=None)
+    original = load_detector(FIXTURES / "swin_w7.pth", device="cpu", dtype="fp32", input_size=None)
+    converted = load_detector(destination, device="cpu", dtype="fp32", input_size=None)
     assert converted.info.format == "safetensors" and converted.name == "official"
     assert torch.equal(original.predict(images), converted.predict(images))
     assert main(["convert", str(FIXTURES / "swin_w7.pth"), str(destination)]) == 2  # exists

@@ -54,7 +54,7 @@ def test_detect_overlay_outputs(tmp_path):
     image = read_image(INPUTS / "dog_sdxl_turbo.jpg")
     mask = pixels(tmp_path / "pal" / "mask_00001_.png")
     assert mask.shape[:2] == image.shape[:2] and set(np.unique(mask)) <= {0, 255}
-    expected = load_detector(device="cpu").mask(image.unsqueeze(0))[0].numpy()
+    expected = load_detector(device="cpu", dtype="fp32").mask(image.unsqueeze(0))[0].numpy()
     assert np.array_equal(mask[..., 0] == 255, expected)
     par = result.output("7", 0)
     assert par == [pytest.approx(float(expected.mean()), abs=1e-6)]
@@ -66,7 +66,7 @@ def test_detect_overlay_outputs(tmp_path):
 def test_rank_keeps_the_image_with_the_lowest_par(tmp_path):
     result = run(WORKFLOWS / "api" / "pal_rank_seed_batch.json", tmp_path)
     batch = result.output("3", 0)[0]  # ImageBatch resizes the second image to the first's size
-    par = load_detector(device="cpu").par(batch)
+    par = load_detector(device="cpu", dtype="fp32").par(batch)
     best = int(torch.argmin(par))
     assert result.output("5", 2) == [best]
     saved = pixels(tmp_path / "pal" / "best_00001_.png")

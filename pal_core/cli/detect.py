@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "detect", help="find artifacts in images (probability, mask, PAR)",
         description="Runs the artifact detector on images and prints one JSON object per image "
-                    "(image, par, size, model). With --out, also writes <stem>.mask.png (0/255), "
+                    "(image, par, size, model, precision). With --out, also writes <stem>.mask.png (0/255), "
                     "<stem>.prob.png (probability as 0..255) and <stem>.overlay.png.")
     parser.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     add_model_arguments(parser)
@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
             "height": image.shape[0],
             "max_prob": round(prob.max().item(), 6),
             "model": detector.name,
+            "precision": detector.precision,
         }
         if args.out is not None:
             paths = output_paths(args.out, path)

@@ -76,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         options = _options(args)
         detector = load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size)
-        inpainter = make_inpainter(args.inpainter, device=args.device, dtype=args.dtype, **_inpainter_settings(args))
+        # --precision auto is measured for the detector only; the inpainter then keeps its own default (fp32).
+        inpainter_dtype = None if args.dtype == "auto" else args.dtype
+        inpainter = make_inpainter(args.inpainter, device=args.device, dtype=inpainter_dtype,
+                                   **_inpainter_settings(args))
     except (OSError, ValueError) as error:  # missing or unfit model files, bad settings
         return _fail(str(error))
 
