@@ -46,7 +46,8 @@ def test_detect_writes_outputs_and_reports_bad_files(capsys, images, tmp_path, t
     by_name = {Path(r["image"]).name: r for r in records}
     assert set(by_name) == {"photo.jpg", "alpha.png", "deep16.png", "web.webp", "broken.png"}
     assert "error" in by_name["broken.png"]
-    detector = load_detector(tiny_detector_file, device="cpu")
+    detector = load_detector(tiny_detector_file, device="cpu")  # the CLI's default precision: auto
+    assert all(r["precision"] == detector.precision for r in records if "error" not in r)
     for name, size in {"photo.jpg": (60, 80), "alpha.png": (40, 50), "deep16.png": (30, 20), "web.webp": (32, 32)}.items():
         record = by_name[name]
         assert (record["height"], record["width"]) == size

@@ -130,3 +130,30 @@ def test_two_class_probability_is_softmax_after_resize():
     expected = torch.softmax(torch.nn.functional.interpolate(logits, size=(30, 50), mode="bilinear",
                                                              align_corners=False), dim=1)[:, 1]
     assert torch.allclose(artifact_probability(logits, (30, 50)), expected, atol=1e-6)
+
+
+def test_weights_live_where_the_detector_says(tiny_detector_file):
+    """Moved or recast behind its back (another user of the cached network), the detector puts its
+    weights back before running; offload() parks them and the next run brings them back."""
+    detector = load_detector(tiny_detector_file, device="cpu", dtype="fp32")
+    images = torch.rand(1, 40, 40, 3)
+    expected = detector.predict(images)
+    detector.model.to(torch.float64)
+    assert torch.equal(detector.predict(images), expected)
+    assert next(detector.model.parameters()).dtype == torch.float32
+    detector.offload("cpu")
+    assert detector.weights_device() == torch.device("cpu") and torch.equal(detector.predict(images), expected)
+
+
+def test_input_size_comes_from_the_model_file_unless_asked(tmp_path):
+    """One home: the preprocessing saved with the model. load_detector's input_size overrides it."""
+    from conftest import make_tiny_model
+
+    from pal_core import DetectorCheckpoint, save_detector_file
+
+    path = save_detector_file(DetectorCheckpoint(make_tiny_model(), "at256", Preprocess(input_size=256)),
+                              tmp_path / "at256.safetensors")
+    assert load_detector(path, device="cpu").input_size == 256
+    assert load_detector(path, device="cpu", input_size=None).input_size is None
+    assert load_detector(path, device="cpu", input_size=384).input_size == 384
+    assert load_detector(path, device="cpu").input_size == 256  # the cached network's preprocessing is untouched

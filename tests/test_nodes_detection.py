@@ -47,6 +47,9 @@ def test_loader_lists_models_folder_and_loads(models_dir, detector):
         PALLoadDetector().load("missing.safetensors", "cpu", "fp32", 512)
     with pytest.raises(ValueError, match="float16 is not supported on the CPU"):
         PALLoadDetector().load("tiny.safetensors", "cpu", "fp16", 512)
+    assert PALLoadDetector.INPUT_TYPES()["required"]["precision"][1]["default"] == "auto"
+    loaded = PALLoadDetector().load("tiny.safetensors", "cpu", "auto", 512)
+    assert loaded["ui"]["text"] == [f"tiny on cpu, {loaded['result'][0].precision}"]
 
 
 def test_detect_outputs(detector):

@@ -147,3 +147,17 @@ def test_a_full_mask_is_one_region_over_the_whole_image_when_allowed():
     assert [r.box for r in result.regions] == [(0, -8, 64, 56)]
     assert result.regions[0].area == 48 * 64 and result.regions[0].artifact_px_before == 48 * 64
     assert result.images.shape == images.shape and result.blend_mask.shape == (1, 48, 64)
+
+
+def test_options_check_themselves_once():
+    import pytest
+
+    for bad, message in [({"threshold": 1.0}, "threshold must be a probability in \\[0, 1\\), not 1.0"),
+                         ({"threshold": "0.5"}, "threshold must be a probability"),
+                         ({"zoom": 0.5}, "zoom must be >= 1"),
+                         ({"max_area_ratio": 0.0}, "max_area_ratio must be in \\(0, 1\\]"),
+                         ({"dilate_kernel": 4}, "dilate_kernel must be an odd size"),
+                         ({"resolution": 4, "min_area": -1}, "min_area must be >= 0, not -1; resolution must be >= 8")]:
+        with pytest.raises(ValueError, match=message):
+            RefineOptions(**bad)
+    assert RefineOptions(threshold=0.0, zoom=1.0, max_area_ratio=1.0).zoom == 1.0

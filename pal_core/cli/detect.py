@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..imageio import ImageReadError, list_images, overlay, read_image, write_png
+from ..masks import check_threshold
 from .common import add_model_arguments, load_detector_from_args
 
 OUTPUT_KINDS = ("mask", "prob", "overlay")
@@ -46,8 +47,10 @@ def check_outputs(out_dir: Path, images: list[Path], overwrite: bool) -> list[st
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0.0 <= args.threshold < 1.0:
-        print(f"pal detect: --threshold must be in [0, 1), not {args.threshold}", file=sys.stderr)
+    try:
+        check_threshold(args.threshold, "--threshold")
+    except ValueError as error:
+        print(f"pal detect: {error}", file=sys.stderr)
         return 2
     images = list_images(args.images)
     if not images:

@@ -147,14 +147,7 @@ def _output_names(paths: list[Path], out: Path) -> dict[Path, Path] | str:
 
 
 def _options(args: argparse.Namespace) -> RefineOptions:
-    if args.zoom < 1.0:
-        raise ValueError(f"--zoom must be >= 1 (the crop must contain the region), not {args.zoom}")
-    if args.resolution < 8:
-        raise ValueError(f"--resolution must be >= 8, not {args.resolution}")
-    if not 0.0 < args.max_area_ratio <= 1.0:
-        raise ValueError(f"--max-area-ratio must be in (0, 1], not {args.max_area_ratio}")
-    if not 0.0 <= args.threshold < 1.0:
-        raise ValueError(f"--threshold must be in [0, 1), not {args.threshold}")
+    """The refinement settings; RefineOptions checks them (a ValueError says what is wrong)."""
     return RefineOptions(
         threshold=args.threshold, min_area=args.min_area, max_area_ratio=args.max_area_ratio, zoom=args.zoom,
         min_side=args.min_side, resolution=args.resolution, multiple=args.multiple,
