@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..checkpoint import CheckpointError
 from ..detector import Detector
 from ..devices import PRECISIONS
+from ..download import DownloadError
 from ..loading import MODEL_INPUT_SIZE, ModelNotFoundError, load_detector
 
 
@@ -28,8 +30,11 @@ def parse_input_size(value: str) -> int | None | str:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="model file (.safetensors, mmseg .pth, TorchScript .pt) or a shipped "
-                                        "model's name; default: the shipped default model")
+    parser.add_argument("--model", help="model file (.safetensors, mmseg .pth, TorchScript .pt) or a catalogue "
+                                        "name (pal4vst-unified, pal4vst-stylegan2, pal4vst-shadow, pal-lite: see "
+                                        "`pal models`); default: pal4vst-unified when installed, else pal-lite")
+    parser.add_argument("--download", action="store_true",
+                        help="download the --model catalogue model first if it is not installed (pal download)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--precision", "--dtype", dest="dtype", default="auto", choices=PRECISIONS,
                         help="precision of the network: auto (default) picks the fastest the device runs natively "
@@ -44,8 +49,8 @@ def load_detector_from_args(args: argparse.Namespace) -> Detector | None:
     """The detector the arguments ask for, or None after printing why it could not be loaded."""
     try:
         return load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size,
-                             batch_size=getattr(args, "batch_size", 8))
-    except (ModelNotFoundError, CheckpointError, ValueError) as error:
+                             batch_size=getattr(args, "batch_size", 8), download=args.download)
+    except (ModelNotFoundError, CheckpointError, DownloadError, ValueError) as error:
         print(f"pal {args.command}: {error}", file=sys.stderr)
         return None
 
@@ -58,3 +63,15 @@ def add_run_control_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue the run in --out with its saved recipe (recipe options given now are ignored)")
     parser.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+SHEET_MAX_ROWS = 64  # a contact sheet beyond this many images is too large to look at
+
+
+def sheet_problem(sheet: Path, overwrite: bool) -> str | None:
+    """Why --sheet cannot be written (checked before any work), or None."""
+    if sheet.suffix.lower() != ".png":
+        return f"--sheet must be a .png file, not {sheet}"
+    if sheet.exists() and not overwrite:
+        return f"{sheet} already exists (pass --overwrite to replace it)"
+    return None
