@@ -119,7 +119,7 @@ def worker(args) -> dict:
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"row": args.worker, "precision": precision_name(dtype), "batch": args.batch, "first_s": first,
-            "median_s": statistics.median(times), "images_per_s": args.batch / statistics.median(times),
+            "median_s": statistics.median(times or [first]), "images_per_s": args.batch / statistics.median(times or [first]),
             "peak_mib": peak}
 
 
@@ -155,14 +155,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rows", nargs="+", default=None, help=f"default: {' '.join(CPU_ROWS)} (CUDA: {' '.join(CUDA_ROWS)})")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--iterations", type=int, default=2, help="timed runs after the first call")
+    parser.add_argument("--iterations", type=int, default=2,
+                        help="timed runs after the first call (0: time the first call only, to save time on a slow machine)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--mmseg-python", default=None, help="a Python that can import mmseg (default: this one, if it can)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--prob-out", help=argparse.SUPPRESS)
-    parser.add_argument("--weights", help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help="file for the mmseg-made random weights: reused when it exists, else made "
+                                          "there (default: a temporary folder)")
     parser.add_argument("--make-weights", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -186,15 +188,17 @@ def main() -> None:
     device = resolve_device(args.device)
     workdir = Path(tempfile.mkdtemp(prefix="pal_bench_"))
     torch.save(Preprocess(input_size=512)(read_image(IMAGE).unsqueeze(0)), workdir / "x.pt")
-    args.weights = None
-    if mmseg_python:
-        args.weights = str(workdir / "weights.pth")
+    if not mmseg_python:
+        args.weights = None
+    elif args.weights is None or not Path(args.weights).exists():  # seeded: the same weights every time
+        args.weights = args.weights or str(workdir / "weights.pth")
         subprocess.run([mmseg_python, __file__, "--make-weights", args.weights], check=True,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)))
     auto = resolve_dtype("auto", device)
     cpu = _cpu_name()
     print(f"Swin-B + UPerNet (PAL4VST), 512x512, device {device}{' (' + cpu + ')' if device.type == 'cpu' else ''}, "
-          f"{args.threads} threads, median of {args.iterations} runs after a first call; auto = {auto} "
+          f"{args.threads} threads, " + (f"median of {args.iterations} runs after a first call" if args.iterations
+                                        else "the first call only") + f"; auto = {auto} "
           f"(CPU bf16 units: {cpu_has_bf16_units()}); weights: {'mmseg-made random' if args.weights else 'random'}; "
           f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
 

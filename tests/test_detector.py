@@ -157,3 +157,12 @@ def test_input_size_comes_from_the_model_file_unless_asked(tmp_path):
     assert load_detector(path, device="cpu", input_size=None).input_size is None
     assert load_detector(path, device="cpu", input_size=384).input_size == 384
     assert load_detector(path, device="cpu").input_size == 256  # the cached network's preprocessing is untouched
+
+
+def test_compile_is_opt_in_and_wraps_the_shared_network(tiny_detector_file):
+    plain = load_detector(tiny_detector_file, device="cpu", dtype="fp32")
+    assert plain._network is plain.model and not plain.compiled
+    compiled = load_detector(tiny_detector_file, device="cpu", dtype="fp32", compile=True)
+    assert compiled.compiled and compiled.model is plain.model  # compiled lazily, on the first call
+    assert isinstance(compiled._network, torch._dynamo.eval_frame.OptimizedModule)
+    assert compiled.with_input_size(None).compiled
