@@ -7,6 +7,8 @@ import json
 import numpy as np
 from PIL import Image
 
+from pal_core.inpainters import default_weight_free
+
 
 
 def main(argv: list[str]) -> int:
@@ -38,7 +40,7 @@ def test_fix_writes_images_and_reports(tmp_path, tiny_detector_file):
     for name, source in (("a", a), ("b", b)):
         report = json.loads((out / f"{name}.json").read_text())
         assert report["input"] == str(source) and report["size"] == [48, 40]
-        assert report["inpainter"] == "opencv-telea" and 0.0 <= report["par_before"] <= 1.0
+        assert report["inpainter"] == default_weight_free() and 0.0 <= report["par_before"] <= 1.0
         assert report["par_after"] is not None
         regions += len(report["regions"])
         for region in report["regions"]:
@@ -85,7 +87,7 @@ def test_bad_settings_and_models_fail_before_any_work(tmp_path, tiny_detector_fi
     assert main(fix_args(tiny_detector_file, out, a, extra=["--inpainter", "lama"])) == 2
     assert "unknown inpainter 'lama'" in capsys.readouterr().err
     assert main(fix_args(tiny_detector_file, out, a, extra=["--zoom", "0.5"])) == 2
-    assert "--zoom must be >= 1" in capsys.readouterr().err
+    assert "zoom must be >= 1" in capsys.readouterr().err
     assert main(["fix", str(a), "--out", str(out), "--model", str(tmp_path / "missing.safetensors")]) == 2
     assert "model file not found" in capsys.readouterr().err
     (tmp_path / "sub").mkdir()

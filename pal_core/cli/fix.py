@@ -20,7 +20,7 @@ from .. import atomic
 from ..crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
 from ..download import DownloadError
 from ..imageio import ImageReadError, list_images, read_image, to_uint8, write_png
-from ..inpainters import SPECS, WEIGHT_FREE, make_inpainter
+from ..inpainters import DEFAULT, FALLBACK, SPECS, available_weight_free, default_weight_free, make_inpainter
 from ..loading import load_detector
 from ..refine import RefineOptions, refine
 from ..sheets import SheetRow, draw_sheet, fix_row
@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders searched recursively")
     parser.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
     add_model_arguments(parser)
-    parser.add_argument("--inpainter", default="opencv", help=f"one of: {', '.join(SPECS)} (default: opencv, Telea)")
+    parser.add_argument("--inpainter", default="opencv",
+                        help=f"one of: {', '.join(SPECS)}; opencv-METHOD@SIZE inpaints at most SIZE px wide "
+                             f"(default: opencv = {DEFAULT}, or {FALLBACK} where OpenCV lacks the contrib modules)")
     parser.add_argument("--prompt", default="", help="diffusers: what the repainted regions should show")
     parser.add_argument("--negative-prompt", default="", help="diffusers: what they should not show")
     parser.add_argument("--steps", type=int, default=30, help="diffusers: sampling steps (default: 30)")
@@ -85,12 +87,19 @@ def run(args: argparse.Namespace) -> int:
         options = _options(args)
         detector = load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size,
                                  download=args.download)
-        inpainter = make_inpainter(args.inpainter, device=args.device, dtype=args.dtype, **_inpainter_settings(args))
+        # --precision auto is measured for the detector only; the inpainter then keeps its own default (fp32).
+        inpainter_dtype = None if args.dtype == "auto" else args.dtype
+        inpainter = make_inpainter(args.inpainter, device=args.device, dtype=inpainter_dtype,
+                                   **_inpainter_settings(args))
     except (OSError, ValueError, DownloadError) as error:  # missing or unfit model files, bad settings
         return _fail(str(error))
 
     console = Console("fix", len(paths), args.quiet, steps="step")
-    tally = FixTally(options.threshold, inpainter.name, tuple(s for s in WEIGHT_FREE if s != args.inpainter))
+    if args.inpainter == "opencv" and default_weight_free() != DEFAULT:
+        console.line(f"pal fix: this OpenCV lacks the contrib modules, so the inpainter is {FALLBACK}, not {DEFAULT} "
+                     "(see the README: one OpenCV wheel per environment)")
+    tally = FixTally(options.threshold, inpainter.name, tuple(s for s in available_weight_free() if s != inpainter.name),
+                     detector.name)
     rows: list[SheetRow] = []
     for path in paths:
         try:
@@ -165,14 +174,7 @@ def _output_names(paths: list[Path], out: Path) -> dict[Path, Path] | str:
 
 
 def _options(args: argparse.Namespace) -> RefineOptions:
-    if args.zoom < 1.0:
-        raise ValueError(f"--zoom must be >= 1 (the crop must contain the region), not {args.zoom}")
-    if args.resolution < 8:
-        raise ValueError(f"--resolution must be >= 8, not {args.resolution}")
-    if not 0.0 < args.max_area_ratio <= 1.0:
-        raise ValueError(f"--max-area-ratio must be in (0, 1], not {args.max_area_ratio}")
-    if not 0.0 <= args.threshold < 1.0:
-        raise ValueError(f"--threshold must be in [0, 1), not {args.threshold}")
+    """The refinement settings; RefineOptions checks them (a ValueError says what is wrong)."""
     return RefineOptions(
         threshold=args.threshold, min_area=args.min_area, max_area_ratio=args.max_area_ratio, zoom=args.zoom,
         min_side=args.min_side, resolution=args.resolution, multiple=args.multiple,
