@@ -39,7 +39,8 @@ def predict_with_progress(detector: Detector, images: torch.Tensor) -> torch.Ten
 class PALLoadDetector:
     DESCRIPTION = ("Loads an artifact detector: the shipped default, an official PAL4VST checkpoint "
                    "(TorchScript end2end.pt or mmsegmentation .pth) or a .safetensors from models/pal4vst. "
-                   "Loaded once and reused.")
+                   "Loaded once and reused. .safetensors and .pth files are data; a TorchScript file is a "
+                   "program: only its weights are read, and it never runs unless you allow it.")
     CATEGORY = "PAL"
     FUNCTION = "load"
     RETURN_TYPES = ("PAL_DETECTOR",)
@@ -52,13 +53,18 @@ class PALLoadDetector:
             "model": (detector_choices(), {"tooltip": "'default' is the small model shipped with the pack; "
                                                       "put official checkpoints in models/pal4vst."}),
             "device": (["auto", "cpu", "cuda"], {"tooltip": "auto: ComfyUI's device (the GPU when there is one)."}),
-            "precision": (["fp32", "fp16", "bf16"], {"tooltip": "fp16 needs a GPU; official TorchScript files run in fp32."}),
+            "precision": (["fp32", "fp16", "bf16"], {"tooltip": "fp16 needs a GPU; a TorchScript file run as a program stays fp32."}),
             "input_size": ("INT", {"default": 512, "min": 0, "max": 4096, "step": 32,
                                    "tooltip": "Square size the network runs at (PAL4VST: 512). 0 runs it at each "
                                               "image's own size (slower, finer masks on large images)."}),
+        }, "optional": {
+            "allow_torchscript": ("BOOLEAN", {"default": False, "tooltip": (
+                "A TorchScript file (.pt) is a program, not data: running it runs code that can read and write "
+                "your files. Off: only its weights are read (the official end2end.pt works this way). On: a "
+                "TorchScript file whose weights cannot be read is run as a program. Only for files you trust.")}),
         }}
 
-    def load(self, model: str, device: str, precision: str, input_size: int):
+    def load(self, model: str, device: str, precision: str, input_size: int, allow_torchscript: bool = False):
         if model == DEFAULT_CHOICE:
             source = None
         elif model in available_models():
@@ -66,7 +72,8 @@ class PALLoadDetector:
         else:
             source = comfy_env.model_path(comfy_env.DETECTOR_FOLDER, model)
         torch_device = comfy_env.torch_device() if device == "auto" else device
-        return (load_detector(source, device=torch_device, dtype=precision, input_size=input_size or None),)
+        return (load_detector(source, device=torch_device, dtype=precision, input_size=input_size or None,
+                              trust_code=allow_torchscript),)
 
 
 class PALDetectArtifacts:

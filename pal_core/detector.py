@@ -26,7 +26,7 @@ class DetectorInfo:
 
     name: str
     source: str  # where it was loaded from
-    format: str  # "safetensors", "mmseg", "torchscript"
+    format: str  # "safetensors", "mmseg", "torchscript-weights" (read as data) or "torchscript" (run as a program)
     architecture: str
 
 

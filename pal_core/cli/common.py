@@ -31,13 +31,16 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="precision of the network (default fp32; fp16 needs CUDA)")
     parser.add_argument("--input-size", default="512", type=parse_input_size,
                         help="square size the network runs at (PAL4VST: 512), or 'native' for each image's own size")
+    parser.add_argument("--allow-torchscript", action="store_true",
+                        help="let a TorchScript --model whose weights cannot be read as data run as the program it "
+                             "is (its code can read and write your files): only for files you trust")
 
 
 def load_detector_from_args(args: argparse.Namespace) -> Detector | None:
     """The detector the arguments ask for, or None after printing why it could not be loaded."""
     try:
         return load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size,
-                             batch_size=getattr(args, "batch_size", 8))
+                             batch_size=getattr(args, "batch_size", 8), trust_code=args.allow_torchscript)
     except (ModelNotFoundError, CheckpointError, ValueError) as error:
         print(f"pal {args.command}: {error}", file=sys.stderr)
         return None

@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(targets)
     try:
         options = _options(args)
-        detector = load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size)
+        detector = load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size,
+                                 trust_code=args.allow_torchscript)
         inpainter = make_inpainter(args.inpainter, device=args.device, dtype=args.dtype, **_inpainter_settings(args))
     except (OSError, ValueError) as error:  # missing or unfit model files, bad settings
         return _fail(str(error))

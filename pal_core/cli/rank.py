@@ -151,7 +151,7 @@ def score(args: argparse.Namespace, detector, records_path: Path):
             return rank_images(detector, args.paths, records_path, settings, progress=bar.update, on_total=set_total)
         from ..ray_ranking import rank_with_ray
         return rank_with_ray(args.paths, records_path, args.model, settings, device=args.device, dtype=args.dtype,
-                             input_size=args.input_size, actors=args.ray_actors, gpus_per_actor=args.ray_gpus,
+                             input_size=args.input_size, trust_code=args.allow_torchscript, actors=args.ray_actors, gpus_per_actor=args.ray_gpus,
                              address=None if args.ray == "local" else args.ray, progress=bar.update,
                              on_total=set_total)
 
