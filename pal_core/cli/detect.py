@@ -7,7 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from ..atomic import remove_stale_temporaries
 from ..imageio import ImageReadError, list_images, overlay, read_image, write_png
+from ..outputs import (check_output_folder, describe_os_error, is_fatal_write_error, is_output_of, made_from_text,
+                       outputs_that_are_inputs)
 from .common import add_model_arguments, load_detector_from_args
 
 OUTPUT_KINDS = ("mask", "prob", "overlay")
@@ -32,7 +35,11 @@ def output_paths(out_dir: Path, image: Path) -> dict[str, Path]:
 
 
 def check_outputs(out_dir: Path, images: list[Path], overwrite: bool) -> list[str]:
-    """Problems that must stop the run before any work: existing outputs, two inputs with one stem."""
+    """Problems that must stop the run before any work: an unusable --out, outputs that are inputs,
+    two inputs with one stem, and (without --overwrite) existing files that this command did not make."""
+    problem = check_output_folder(out_dir)
+    if problem:
+        return [problem]
     problems, owners = [], {}
     for image in images:
         if image.stem in owners:
@@ -40,9 +47,15 @@ def check_outputs(out_dir: Path, images: list[Path], overwrite: bool) -> list[st
                             f"({image.stem}.*.png); run them with different --out folders")
         owners[image.stem] = image
         if not overwrite:
-            problems += [f"{p} already exists (pass --overwrite to replace it)"
-                         for p in output_paths(out_dir, image).values() if p.exists()]
+            problems += [f"{p} already exists and was not made from {image} (pass --overwrite to replace it)"
+                         for p in output_paths(out_dir, image).values() if p.exists() and not is_output_of(p, image)]
+    problems += outputs_that_are_inputs({image: list(output_paths(out_dir, image).values()) for image in images})
     return problems
+
+
+def done_outputs(out_dir: Path, image: Path) -> dict[str, Path]:
+    """The outputs an earlier run already wrote for this image (complete files: they are written atomically)."""
+    return {kind: p for kind, p in output_paths(out_dir, image).items() if p.exists() and is_output_of(p, image)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,12 +71,18 @@ def run(args: argparse.Namespace) -> int:
         if problems:
             print("pal detect: nothing was written:\n  " + "\n  ".join(problems), file=sys.stderr)
             return 2
+        remove_stale_temporaries(args.out)  # left by a run that was killed while writing
     detector = load_detector_from_args(args)
     if detector is None:
         return 2
 
     failures = 0
     for path in images:
+        done = {} if args.out is None or args.overwrite else done_outputs(args.out, path)
+        if len(done) == len(OUTPUT_KINDS):  # resume: an earlier run finished this image
+            print(json.dumps({"image": str(path), "skipped": "its outputs are already there",
+                              "outputs": {kind: str(p) for kind, p in done.items()}}), flush=True)
+            continue
         try:
             image = read_image(path)
         except ImageReadError as error:
@@ -71,24 +90,41 @@ def run(args: argparse.Namespace) -> int:
             print(f"pal detect: {error}", file=sys.stderr)
             print(json.dumps({"image": str(path), "error": str(error)}), flush=True)
             continue
-        prob = detector.predict([image])[0]
-        mask = prob > args.threshold
-        record = {
-            "image": str(path),
-            "par": round(mask.float().mean().item(), 6),
-            "width": image.shape[1],
-            "height": image.shape[0],
-            "max_prob": round(prob.max().item(), 6),
-            "model": detector.name,
-        }
-        if args.out is not None:
-            paths = output_paths(args.out, path)
-            write_png(paths["mask"], mask.float(), overwrite=args.overwrite)
-            write_png(paths["prob"], prob, overwrite=args.overwrite)
-            write_png(paths["overlay"], overlay(image, mask.float()), overwrite=args.overwrite)
-            record["outputs"] = {kind: str(p) for kind, p in paths.items()}
+        try:
+            record = detect_one(detector, path, image, args, done)
+        except OSError as error:
+            print(f"pal detect: could not write the outputs of {path} ({describe_os_error(error)})", file=sys.stderr)
+            if is_fatal_write_error(error):
+                print("pal detect: stopped; every output written so far is complete. Free space or fix the "
+                      "folder, then run the same command again to continue", file=sys.stderr)
+                return 1
+            failures += 1
+            continue
         print(json.dumps(record), flush=True)
     if failures:
-        print(f"pal detect: {failures} of {len(images)} images could not be read", file=sys.stderr)
+        print(f"pal detect: {failures} of {len(images)} images failed", file=sys.stderr)
         return 1
     return 0
+
+
+def detect_one(detector, path: Path, image, args: argparse.Namespace, done: dict[str, Path]) -> dict:
+    """Detects one image, writes the outputs it does not have yet, and returns its JSON record."""
+    prob = detector.predict([image])[0]
+    mask = prob > args.threshold
+    record = {
+        "image": str(path),
+        "par": round(mask.float().mean().item(), 6),
+        "width": image.shape[1],
+        "height": image.shape[0],
+        "max_prob": round(prob.max().item(), 6),
+        "model": detector.name,
+    }
+    if args.out is not None:
+        paths = output_paths(args.out, path)
+        pictures = {"mask": lambda: mask.float(), "prob": lambda: prob,
+                    "overlay": lambda: overlay(image, mask.float())}
+        for kind, picture in pictures.items():
+            if kind not in done:
+                write_png(paths[kind], picture(), overwrite=args.overwrite, text=made_from_text(path))
+        record["outputs"] = {kind: str(p) for kind, p in paths.items()}
+    return record

@@ -18,10 +18,13 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import atomic
+from ..atomic import remove_stale_temporaries
 from ..crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
 from ..imageio import ImageReadError, list_images, read_image, to_uint8, write_png
 from ..inpainters import SPECS, make_inpainter
 from ..loading import load_detector
+from ..outputs import (check_output_folder, describe_os_error, is_fatal_write_error, is_output_of, made_from_text,
+                       outputs_that_are_inputs)
 from .common import add_model_arguments
 from ..refine import RefineOptions, refine
 
@@ -73,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
     targets = _output_names(paths, args.out)
     if isinstance(targets, str):
         return _fail(targets)
+    problems = _output_problems(targets, args.out, args.overwrite)
+    if problems:
+        return _fail("nothing was written:\n  " + "\n  ".join(problems))
+    remove_stale_temporaries(args.out)  # left by a run that was killed while writing
     try:
         options = _options(args)
         detector = load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size,
@@ -83,37 +90,78 @@ def run(args: argparse.Namespace) -> int:
 
     failures = 0
     progress = tqdm(paths, desc="fix", unit="image", disable=None, file=sys.stderr)
+    skipped = 0
     for path in progress:
+        if not args.overwrite and _finished(path, targets[path]):  # resume: an earlier run fixed it
+            skipped += 1
+            continue
         try:
             _fix_one(path, targets[path], detector, inpainter, options, args)
-        except (ImageReadError, FileExistsError, ValueError, OSError, RuntimeError) as error:  # one bad file, not the run
+        except OSError as error:
+            failures += 1
+            tqdm.write(f"pal fix: {path}: {describe_os_error(error)}", file=sys.stderr)
+            if is_fatal_write_error(error):
+                tqdm.write("pal fix: stopped; every output written so far is complete. Free space or fix the "
+                           "folder, then run the same command again to continue", file=sys.stderr)
+                return 1
+        except (ImageReadError, FileExistsError, ValueError, RuntimeError) as error:  # one bad file, not the run
             failures += 1
             tqdm.write(f"pal fix: {path}: {error}" if str(path) not in str(error) else f"pal fix: {error}",
                        file=sys.stderr)
+    if skipped:
+        tqdm.write(f"pal fix: {skipped} images were already fixed in {args.out} and were skipped", file=sys.stderr)
     if failures:
         tqdm.write(f"pal fix: {failures} of {len(paths)} images failed", file=sys.stderr)
     return 1 if failures else 0
 
 
+def _output_problems(targets: dict[Path, Path], out: Path, overwrite: bool) -> list[str]:
+    """What must stop the run before any work: an unusable --out, outputs that are inputs, and (without
+    --overwrite) existing files of our output names that no earlier run made from the same input."""
+    problem = check_output_folder(out)
+    if problem:
+        return [problem]
+    problems = outputs_that_are_inputs({path: [t, t.with_suffix(".json")] for path, t in targets.items()})
+    if not overwrite:
+        for path, target in targets.items():
+            problems += [f"{output} already exists and was not made from {path} (pass --overwrite to replace it)"
+                         for output in (target, target.with_suffix(".json"))
+                         if output.exists() and not _made_by_us(output, path)]
+    return problems
+
+
+def _made_by_us(output: Path, source: Path) -> bool:
+    if output.suffix == ".png":
+        return is_output_of(output, source)
+    try:
+        report = json.loads(output.read_text(encoding="utf-8"))
+        return Path(report["input"]).resolve() == source.resolve() and Path(report["output"]) == output
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _finished(path: Path, target: Path) -> bool:
+    """Both outputs are there and ours: the report is written last, so the image is done."""
+    report = target.with_suffix(".json")
+    return target.exists() and report.exists() and _made_by_us(target, path) and _made_by_us(report, path)
+
+
 def _fix_one(path: Path, target: Path, detector, inpainter, options: RefineOptions, args: argparse.Namespace) -> None:
     report_path = target.with_suffix(".json")
-    for output in (target, report_path):
-        if output.exists() and not args.overwrite:
-            raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
     image, alpha = read_image(path, with_alpha=True)
     result = refine(image.unsqueeze(0), detector, inpainter, options, prompts=args.prompt, seed=args.seed)
     fixed = result.images[0]
-    if alpha is not None:  # keep the input's transparency
-        write_png(target, np.dstack([to_uint8(fixed), to_uint8(alpha)]), overwrite=args.overwrite)
-    else:
-        write_png(target, fixed, overwrite=args.overwrite)
+    # an output of an earlier, unfinished run for this input may be replaced; anything else only with --overwrite
+    overwrite = args.overwrite or (target.exists() and _made_by_us(target, path))
+    picture = np.dstack([to_uint8(fixed), to_uint8(alpha)]) if alpha is not None else fixed  # keep transparency
+    write_png(target, picture, overwrite=overwrite, text=made_from_text(path))
     report = {
         "input": str(path), "output": str(target), "size": list(image.shape[:2]),
         "detector": getattr(getattr(detector, "info", None), "source", None), "inpainter": inpainter.name,
         "prompt": args.prompt, "seed": args.seed, "threshold": options.threshold,
         **result.report()[0],
     }
-    write_json(report_path, report, overwrite=args.overwrite)
+    write_json(report_path, report, overwrite=args.overwrite or report_path.exists() and _made_by_us(report_path, path))
 
 
 def write_json(path: Path, data: dict, overwrite: bool = False) -> Path:

@@ -56,7 +56,7 @@ def read_png_workflow(path: Path) -> dict:
     try:
         with Image.open(path) as image:
             chunks = dict(getattr(image, "text", {}) or {})
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise WorkflowFormatError(f"{path}: cannot be read as a PNG ({error})") from None
     for key in ("workflow", "prompt"):  # the UI document keeps bypass/mute; the prompt is what last ran
         if key in chunks:
