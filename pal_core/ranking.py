@@ -9,11 +9,12 @@ hash per already-scored image, however many images there are.
 
 from __future__ import annotations
 
-import glob
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from itertools import takewhile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -46,7 +47,7 @@ def check_inputs(inputs: Iterable[str]) -> list[str]:
         if os.path.exists(item):
             continue
         if GLOB_CHARACTERS & set(item):
-            if next(glob.iglob(item, recursive=True), None) is None:
+            if next(iter_glob(item), None) is None:
                 problems.append(f"{item}: no file matches this pattern")
         else:
             problems.append(f"{item}: no such file or folder")
@@ -61,9 +62,57 @@ def iter_image_entries(inputs: Iterable[str]) -> Iterator[ImageEntry]:
         elif os.path.exists(item) or not (GLOB_CHARACTERS & set(item)):
             yield ImageEntry(os.path.abspath(item), Path(item).as_posix())  # a missing file: recorded as an error
         else:
-            for match in glob.iglob(item, recursive=True):
-                if os.path.isfile(match) and Path(match).suffix.lower() in IMAGE_SUFFIXES:
+            for match in iter_glob(item):
+                if Path(match).suffix.lower() in IMAGE_SUFFIXES:
                     yield ImageEntry(os.path.abspath(match), Path(match).as_posix())
+
+
+def iter_glob(pattern: str) -> Iterator[str]:
+    """Files matching a glob pattern (`**`: any depth), in sorted order.
+
+    Unlike glob.glob, links to folders are not followed, so a link loop (a -> ..) cannot make the
+    walk endless; the folder walked is the pattern's part before its first wildcard.
+    """
+    parts = Path(pattern).parts
+    fixed = list(takewhile(lambda part: not GLOB_CHARACTERS & set(part), parts))
+    wild = parts[len(fixed):]
+    base = os.path.join(*fixed) if fixed else "."
+    if not wild or not os.path.isdir(base):
+        return
+    for folder, subfolders, files in os.walk(base):  # followlinks=False
+        subfolders.sort()
+        relative = Path(os.path.relpath(folder, base)).parts if folder != base else ()
+        for name in sorted(files):
+            if _glob_matches(wild, (*relative, name)):
+                yield os.path.join(folder, name) if fixed else os.path.relpath(os.path.join(folder, name))
+
+
+def _glob_matches(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
+    """Path components against pattern components; `**` stands for any number of folders."""
+    def closure(states: set[int]) -> set[int]:
+        todo, seen = list(states), set(states)
+        while todo:
+            state = todo.pop()
+            if state < len(pattern) and pattern[state] == "**" and state + 1 not in seen:
+                seen.add(state + 1)
+                todo.append(state + 1)
+        return seen
+
+    states = closure({0})
+    for part in parts:
+        following = set()
+        for state in states:
+            if state == len(pattern):
+                continue
+            if pattern[state] == "**":
+                if not part.startswith("."):
+                    following.add(state)
+            elif fnmatchcase(part, pattern[state]) and (pattern[state].startswith(".") or not part.startswith(".")):
+                following.add(state + 1)
+        states = closure(following)
+        if not states:
+            return False
+    return len(pattern) in states
 
 
 def _walk_folder(root: str) -> Iterator[ImageEntry]:
