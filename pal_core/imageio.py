@@ -77,8 +77,9 @@ def open_image(path: str | os.PathLike, frames: int = 1) -> Iterator[Image.Image
                 yield img
     except ImageReadError:
         raise
-    except Image.DecompressionBombError as error:  # beyond Pillow's own hard limit
-        raise ImageReadError(f"{path}: refused as a decompression bomb ({error}); downscale it first") from None
+    except Image.DecompressionBombError as error:  # beyond Pillow's own hard limit, found when opening
+        raise ImageReadError(f"{path}: more than the limit of {limit:,} pixels, a decompression bomb ({error}). "
+                             "Downscale it first") from None
     except UnidentifiedImageError as error:
         raise ImageReadError(f"{path}: not an image Pillow can read (corrupt, or an unsupported format)") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:  # truncated or damaged files

@@ -135,7 +135,8 @@ def _made_by_us(output: Path, source: Path) -> bool:
         return is_output_of(output, source)
     try:
         report = json.loads(output.read_text(encoding="utf-8"))
-        return Path(report["input"]).resolve() == source.resolve() and Path(report["output"]) == output
+        return (Path(report["input"]).resolve() == source.resolve()
+                and Path(report["output"]) == output.with_suffix(".png"))
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
