@@ -7,8 +7,10 @@ import json
 import torch
 
 from pal_core import Detector, available_models, load_detector
+from pal_core.detector import par_per_image
 from pal_core.imageio import overlay
-from pal_core.selection import rank_by_par
+from pal_core.layouts import check_images, check_mask
+from pal_core.selection import NOT_FINITE, rank_by_par
 
 from . import comfy_env
 
@@ -24,8 +26,7 @@ def detector_choices() -> list[str]:
 
 def predict_with_progress(detector: Detector, images: torch.Tensor) -> torch.Tensor:
     """Artifact probabilities [B, H, W] in chunks of the detector's batch size, with progress and cancel."""
-    if images.shape[0] == 0:
-        raise ValueError("the image batch is empty; connect a node that outputs at least one image")
+    check_images(images)
     progress = comfy_env.Progress(images.shape[0])
     chunks = []
     with comfy_env.model_on_device(detector.model, detector.device):
@@ -98,7 +99,7 @@ class PALDetectArtifacts:
     def detect(self, detector: Detector, images: torch.Tensor, threshold: float):
         probability = predict_with_progress(detector, images)
         mask = (probability > threshold).float()
-        par = mask.flatten(1).mean(dim=1)
+        par = par_per_image(probability, threshold)
         return mask, probability, overlay(images.to(mask.device), mask), [round(float(p), 6) for p in par]
 
 
@@ -126,13 +127,14 @@ class PALPARScore:
 
     def score(self, threshold: float, images=None, detector=None, mask=None):
         if mask is not None:
-            par = (mask > threshold).flatten(1).float().mean(dim=1)
+            par = par_per_image(check_mask(mask), threshold)
         elif images is not None and detector is not None:
-            par = (predict_with_progress(detector, images) > threshold).flatten(1).float().mean(dim=1)
+            par = par_per_image(predict_with_progress(detector, images), threshold)
         else:
             raise ValueError("PAR Score needs either a mask, or images and a detector: connect one of them")
         scores = [round(float(p), 6) for p in par]
-        report = json.dumps([{"index": i, "par": p} for i, p in enumerate(scores)])
+        report = json.dumps([{"index": i, "par": p} if p == p else {"index": i, "par": None, "error": NOT_FINITE}
+                             for i, p in enumerate(scores)])
         return {"ui": {"text": [report]}, "result": (scores, report)}
 
 
@@ -160,14 +162,18 @@ class PALRankByPAR:
         }}
 
     def rank(self, detector: Detector, images: torch.Tensor, top_k: int, max_par: float, threshold: float):
-        masks = (predict_with_progress(detector, images) > threshold).float()
-        par = masks.flatten(1).mean(dim=1)
+        probability = predict_with_progress(detector, images)
+        masks = (probability > threshold).float()
+        par = par_per_image(probability, threshold)
         kept = rank_by_par(par, top_k, max_par)
-        report = {"images": [{"index": i, "par": round(float(p), 6), "kept": i in kept} for i, p in enumerate(par)]}
+        report = {"images": [{"index": i, "par": round(float(p), 6), "kept": i in kept} if p == p else
+                             {"index": i, "par": None, "kept": False, "error": NOT_FINITE} for i, p in enumerate(par)]}
         if not kept:
-            best = int(par.argmin())
+            scored = [i for i, p in enumerate(par.tolist()) if p == p]
+            best = min(scored, key=lambda i: float(par[i])) if scored else None
             report["message"] = (f"no image has PAR <= {max_par} (the best, image {best}, has {float(par[best]):.4f}); "
-                                 "raise max_par to keep some")
+                                 "raise max_par to keep some" if best is not None else
+                                 f"no image could be scored: every one has {NOT_FINITE}")
             print(f"[PAL] Rank by PAR: {report['message']}")
         index = torch.tensor(kept, dtype=torch.long)
         return (images.index_select(0, index.to(images.device)), masks.index_select(0, index.to(masks.device)),

@@ -12,6 +12,7 @@ from pal_core import Detector
 from pal_core.composite import DEFAULT_FEATHER, DEFAULT_GROW, composite
 from pal_core.crops import DEFAULT_MIN_SIDE, DEFAULT_ZOOM, CropPlan, clip_box, plan_crops
 from pal_core.inpainters import Inpainter
+from pal_core.layouts import check_images, check_mask
 from pal_core.masks import OFFICIAL_ITERATIONS, OFFICIAL_KERNEL, binarize, connected_components, dilate_like_official
 from pal_core.refine import RefineOptions, refine
 
@@ -39,11 +40,8 @@ SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
 def mask_for_images(mask: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """The mask as [B, H, W] matching the images: one mask is used for every image, and a mask of
     another size (LoadImage gives 64x64 when an image has no alpha) is resized to the images."""
-    if mask.dim() == 2:
-        mask = mask.unsqueeze(0)
-    if mask.dim() != 3:
-        raise ValueError(f"mask has shape {tuple(mask.shape)}; expected [B, H, W]")
-    batch, height, width = images.shape[:3]
+    mask = check_mask(mask)
+    batch, height, width = check_images(images).shape[:3]
     if mask.shape[0] not in (1, batch):
         raise ValueError(f"{mask.shape[0]} masks for {batch} images; give one mask, or one per image")
     if tuple(mask.shape[1:]) != (height, width):
@@ -112,6 +110,8 @@ class PALZoomInpaint:
         }
 
     def inpaint(self, crops, crop_masks, inpainter: Inpainter, prompt, seed, crop_plan: CropPlan | None = None):
+        check_images(crops, "crops", allow_empty=True)
+        check_mask(crop_masks, "crop_masks")
         if crop_masks.shape != crops.shape[:3]:
             raise ValueError(f"crop_masks have shape {tuple(crop_masks.shape)} but crops {tuple(crops.shape)}; "
                              "connect both from the same Connected-Component Crop")
@@ -147,6 +147,8 @@ class PALComposite:
         }}
 
     def composite(self, images, inpainted_crops, crop_plan: CropPlan, feather, color_match):
+        check_images(images)
+        check_images(inpainted_crops, "inpainted_crops", allow_empty=True)
         if len(crop_plan.image_sizes) != images.shape[0] or any(
                 size != tuple(images.shape[1:3]) for size in crop_plan.image_sizes):
             raise ValueError(f"the crop plan was made for {len(crop_plan.image_sizes)} images of size "
@@ -185,6 +187,7 @@ class PALAutoFix:
 
     def fix(self, images, detector: Detector, inpainter: Inpainter, prompt, seed, threshold, zoom, target_size,
             feather, color_match, redetect):
+        check_images(images)
         options = RefineOptions(threshold=threshold, zoom=zoom, resolution=target_size, feather=feather,
                                 color_match=color_match, redetect=redetect)
         progress = comfy_env.Progress(1)
@@ -214,6 +217,7 @@ class PALCropsToSEGS:
         }}
 
     def to_segs(self, images, crop_plan: CropPlan):
+        check_images(images)
         segs = []
         for image_index, (height, width) in enumerate(crop_plan.image_sizes):
             items = []

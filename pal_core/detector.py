@@ -96,12 +96,19 @@ class Detector:
 
         A tensor [B, H, W, 3] gives a float tensor [B, H, W] on the images' device; a list of
         [H, W, 3] tensors gives a list of [H, W] tensors. For a "labels" network (TorchScript) the
-        probability is its 0/1 decision.
+        probability is its 0/1 decision. An image with a NaN or infinite pixel (an fp16 VAE decode
+        can give them) is not run: its map is all NaN, so it cannot pass for a clean image.
         """
         frames, as_list = _split_images(images)
         results: list[torch.Tensor | None] = [None] * len(frames)
+        runnable = []
+        for i, frame in enumerate(frames):
+            if bool(torch.isfinite(frame).all()):
+                runnable.append(i)
+            else:
+                results[i] = torch.full(frame.shape[:2], float("nan"), dtype=torch.float32, device=frame.device)
         with torch.inference_mode():
-            for indices in self._batches(frames):
+            for indices in self._batches(frames, runnable):
                 probs = self._forward([frames[i] for i in indices])
                 for i, prob in zip(indices, probs):
                     results[i] = prob.to(frames[i].device)
@@ -121,19 +128,21 @@ class Detector:
         return probs > threshold
 
     def par(self, images: ImageBatch, threshold: float = 0.5) -> torch.Tensor:
-        """Perceptual Artifacts Ratio per image: artifact area / image area, as float [B]."""
-        masks = self.mask(images, threshold)
-        if isinstance(masks, list):
-            return torch.tensor([m.float().mean().item() for m in masks], dtype=torch.float32)
-        return masks.flatten(1).float().mean(dim=1)
+        """Perceptual Artifacts Ratio per image: artifact area / image area, as float [B].
+
+        NaN for an image with non-finite pixels (see `predict`): callers rank it last.
+        """
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), not {threshold}")
+        return par_per_image(self.predict(images), threshold)
 
     # ------------------------------------------------------------------------------------------
 
-    def _batches(self, frames: list[torch.Tensor]) -> Iterator[list[int]]:
-        """Indices of images run together: any sizes at a fixed input size, equal sizes in native mode."""
+    def _batches(self, frames: list[torch.Tensor], indices: list[int]) -> Iterator[list[int]]:
+        """`indices` grouped into runs: any sizes together at a fixed input size, equal sizes in native mode."""
         groups: dict[tuple, list[int]] = {}
-        for i, frame in enumerate(frames):
-            key = () if self.input_size is not None else tuple(frame.shape[:2])
+        for i in indices:
+            key = () if self.input_size is not None else tuple(frames[i].shape[:2])
             groups.setdefault(key, []).append(i)
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
@@ -160,6 +169,18 @@ class Detector:
             else:
                 maps.append(artifact_probability(item.unsqueeze(0).float(), size)[0])
         return maps
+
+
+def par_of(prob: torch.Tensor, threshold: float) -> float:
+    """Share of pixels above `threshold`; NaN when the map is NaN (an image that could not be scored)."""
+    if bool(torch.isnan(prob).any()):
+        return float("nan")
+    return (prob > threshold).float().mean().item()
+
+
+def par_per_image(probs: torch.Tensor, threshold: float) -> torch.Tensor:
+    """PAR [B] of probability maps [B, H, W]; NaN for a map holding NaN (see Detector.predict)."""
+    return torch.tensor([par_of(p, threshold) for p in probs], dtype=torch.float32)
 
 
 def artifact_probability(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -22,6 +22,7 @@ import torch
 
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 from .scores import ExistingScores, RecordWriter, ScoreFileError, path_hash, read_existing
+from .selection import NOT_FINITE
 
 GLOB_CHARACTERS = set("*?[")
 
@@ -280,6 +281,8 @@ def score_batch(detector, batch: list[Decoded], threshold: float) -> list[dict]:
     for item in batch:
         if item.image is None:
             records.append({"image": item.entry.path, "error": item.error, **common})
+        elif par_of[id(item)] != par_of[id(item)]:  # NaN: the image had non-finite pixels
+            records.append({"image": item.entry.path, "error": f"{item.entry.path}: {NOT_FINITE}", **common})
         else:
             height, width = item.image.shape[:2]
             records.append({"image": item.entry.path, "par": round(par_of[id(item)], 8),
