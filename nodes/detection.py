@@ -7,9 +7,9 @@ import json
 import torch
 
 from pal_core import Detector, available_models, load_detector
-from pal_core.detector import par_per_image
 from pal_core.imageio import overlay
 from pal_core.layouts import check_images, check_mask
+from pal_core.masks import binarize, par_of_probability
 from pal_core.selection import NOT_FINITE, rank_by_par
 
 from . import comfy_env
@@ -24,17 +24,12 @@ def detector_choices() -> list[str]:
     return [DEFAULT_CHOICE, *available_models(), *comfy_env.model_files(comfy_env.DETECTOR_FOLDER)]
 
 
-def predict_with_progress(detector: Detector, images: torch.Tensor) -> torch.Tensor:
-    """Artifact probabilities [B, H, W] in chunks of the detector's batch size, with progress and cancel."""
+def predict(detector: Detector, images: torch.Tensor) -> torch.Tensor:
+    """The detector's probabilities [B, H, W] on ComfyUI's output device, with its progress bar and Cancel."""
     check_images(images)
-    progress = comfy_env.Progress(images.shape[0])
-    chunks = []
     with comfy_env.model_on_device(detector.model, detector.device):
-        for start in range(0, images.shape[0], detector.batch_size):
-            chunk = images[start:start + detector.batch_size]
-            chunks.append(detector.predict(chunk))
-            progress.step(chunk.shape[0])
-    return torch.cat(chunks).to(comfy_env.output_device())
+        probability = detector.predict(images, progress=comfy_env.Progress(images.shape[0]))
+    return probability.to(comfy_env.output_device())
 
 
 class PALLoadDetector:
@@ -97,10 +92,10 @@ class PALDetectArtifacts:
         }}
 
     def detect(self, detector: Detector, images: torch.Tensor, threshold: float):
-        probability = predict_with_progress(detector, images)
-        mask = (probability > threshold).float()
-        par = par_per_image(probability, threshold)
-        return mask, probability, overlay(images.to(mask.device), mask), [round(float(p), 6) for p in par]
+        probability = predict(detector, images)
+        mask = binarize(probability, threshold).float()
+        scores = par_of_probability(probability, threshold)
+        return mask, probability, overlay(images.to(mask.device), mask), [round(float(p), 6) for p in scores]
 
 
 class PALPARScore:
@@ -127,12 +122,12 @@ class PALPARScore:
 
     def score(self, threshold: float, images=None, detector=None, mask=None):
         if mask is not None:
-            par = par_per_image(check_mask(mask), threshold)
+            scores = par_of_probability(check_mask(mask), threshold)
         elif images is not None and detector is not None:
-            par = par_per_image(predict_with_progress(detector, images), threshold)
+            scores = par_of_probability(predict(detector, images), threshold)
         else:
             raise ValueError("PAR Score needs either a mask, or images and a detector: connect one of them")
-        scores = [round(float(p), 6) for p in par]
+        scores = [round(float(p), 6) for p in scores]
         report = json.dumps([{"index": i, "par": p} if p == p else {"index": i, "par": None, "error": NOT_FINITE}
                              for i, p in enumerate(scores)])
         return {"ui": {"text": [report]}, "result": (scores, report)}
@@ -162,22 +157,23 @@ class PALRankByPAR:
         }}
 
     def rank(self, detector: Detector, images: torch.Tensor, top_k: int, max_par: float, threshold: float):
-        probability = predict_with_progress(detector, images)
-        masks = (probability > threshold).float()
-        par = par_per_image(probability, threshold)
-        kept = rank_by_par(par, top_k, max_par)
+        probability = predict(detector, images)
+        masks = binarize(probability, threshold).float()
+        scores = par_of_probability(probability, threshold)
+        kept = rank_by_par(scores, top_k, max_par)
         report = {"images": [{"index": i, "par": round(float(p), 6), "kept": i in kept} if p == p else
-                             {"index": i, "par": None, "kept": False, "error": NOT_FINITE} for i, p in enumerate(par)]}
+                             {"index": i, "par": None, "kept": False, "error": NOT_FINITE}
+                             for i, p in enumerate(scores.tolist())]}
         if not kept:
-            scored = [i for i, p in enumerate(par.tolist()) if p == p]
-            best = min(scored, key=lambda i: float(par[i])) if scored else None
-            report["message"] = (f"no image has PAR <= {max_par} (the best, image {best}, has {float(par[best]):.4f}); "
-                                 "raise max_par to keep some" if best is not None else
+            scored = [i for i, p in enumerate(scores.tolist()) if p == p]
+            best = min(scored, key=lambda i: float(scores[i])) if scored else None
+            report["message"] = (f"no image has PAR <= {max_par} (the best, image {best}, has "
+                                 f"{float(scores[best]):.4f}); raise max_par to keep some" if best is not None else
                                  f"no image could be scored: every one has {NOT_FINITE}")
             print(f"[PAL] Rank by PAR: {report['message']}")
         index = torch.tensor(kept, dtype=torch.long)
         return (images.index_select(0, index.to(images.device)), masks.index_select(0, index.to(masks.device)),
-                kept, [round(float(par[i]), 6) for i in kept], json.dumps(report))
+                kept, [round(float(scores[i]), 6) for i in kept], json.dumps(report))
 
 
 NODE_CLASS_MAPPINGS = {

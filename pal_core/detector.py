@@ -8,16 +8,20 @@ each image's own size when `input_size` is None, and its output is resized back 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .devices import resolve_device, resolve_dtype
+from .masks import par_of_probability
 from .preprocess import Preprocess
 
 ImageBatch = torch.Tensor | Sequence[torch.Tensor]
+# Called as progress(done, total) after each network batch, with images done so far and in all; it may
+# raise to stop the work (ComfyUI's Cancel does). The same convention as `refine`'s progress.
+ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -91,13 +95,14 @@ class Detector:
 
     # ------------------------------------------------------------------------------------------
 
-    def predict(self, images: ImageBatch) -> torch.Tensor | list[torch.Tensor]:
+    def predict(self, images: ImageBatch, progress: ProgressCallback | None = None) -> torch.Tensor | list[torch.Tensor]:
         """Artifact probability per pixel, at each image's own size.
 
         A tensor [B, H, W, 3] gives a float tensor [B, H, W] on the images' device; a list of
         [H, W, 3] tensors gives a list of [H, W] tensors. For a "labels" network (TorchScript) the
-        probability is its 0/1 decision. An image with a NaN or infinite pixel (an fp16 VAE decode
-        can give them) is not run: its map is all NaN, so it cannot pass for a clean image.
+        probability is its 0/1 decision. `progress(done, total)` is called after each batch. An image
+        with a NaN or infinite pixel (an fp16 VAE decode can give them) is not run: its map is all
+        NaN, so it cannot pass for a clean image.
         """
         frames, as_list = _split_images(images)
         results: list[torch.Tensor | None] = [None] * len(frames)
@@ -107,11 +112,15 @@ class Detector:
                 runnable.append(i)
             else:
                 results[i] = torch.full(frame.shape[:2], float("nan"), dtype=torch.float32, device=frame.device)
+        done = len(frames) - len(runnable)
         with torch.inference_mode():
             for indices in self._batches(frames, runnable):
                 probs = self._forward([frames[i] for i in indices])
                 for i, prob in zip(indices, probs):
                     results[i] = prob.to(frames[i].device)
+                done += len(indices)
+                if progress is not None:
+                    progress(done, len(frames))
         if as_list:
             return results
         if not results:  # an empty batch [0, H, W, 3] gives an empty [0, H, W]
@@ -134,7 +143,10 @@ class Detector:
         """
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), not {threshold}")
-        return par_per_image(self.predict(images), threshold)
+        probs = self.predict(images)
+        if isinstance(probs, list):
+            return torch.tensor([float(par_of_probability(p.unsqueeze(0), threshold)[0]) for p in probs])
+        return par_of_probability(probs, threshold)
 
     # ------------------------------------------------------------------------------------------
 
@@ -169,18 +181,6 @@ class Detector:
             else:
                 maps.append(artifact_probability(item.unsqueeze(0).float(), size)[0])
         return maps
-
-
-def par_of(prob: torch.Tensor, threshold: float) -> float:
-    """Share of pixels above `threshold`; NaN when the map is NaN (an image that could not be scored)."""
-    if bool(torch.isnan(prob).any()):
-        return float("nan")
-    return (prob > threshold).float().mean().item()
-
-
-def par_per_image(probs: torch.Tensor, threshold: float) -> torch.Tensor:
-    """PAR [B] of probability maps [B, H, W]; NaN for a map holding NaN (see Detector.predict)."""
-    return torch.tensor([par_of(p, threshold) for p in probs], dtype=torch.float32)
 
 
 def artifact_probability(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

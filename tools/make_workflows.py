@@ -27,7 +27,7 @@ INPUTS = WORKFLOWS / "input"
 sys.path.insert(0, str(ROOT))
 
 from pal_core import atomic  # noqa: E402
-from pal_core.workflow import build_registry, run_workflow  # noqa: E402
+from pal_core.workflow import installed_registry, run_workflow  # noqa: E402
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}  # the frontend adds a control_after_generate widget after these
@@ -222,7 +222,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
-    classes = {**comfy_only_specs(), **dict(build_registry())}
+    classes = {**comfy_only_specs(), **dict(installed_registry())}
     for name, (title, graph, target, runnable) in GRAPHS.items():
         write(WORKFLOWS / "api" / f"{name}.json", (json.dumps(graph, indent=2) + "\n").encode(), args.overwrite)
         ui = to_ui(name, title, graph, classes)

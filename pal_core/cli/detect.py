@@ -9,9 +9,14 @@ from pathlib import Path
 
 from ..atomic import remove_stale_temporaries
 from ..imageio import ImageReadError, list_images, overlay, read_image, write_png
+from ..masks import binarize, par
 from ..outputs import (check_output_folder, describe_os_error, is_fatal_write_error, is_output_of, made_from_text,
                        outputs_that_are_inputs)
-from .common import add_model_arguments, load_detector_from_args
+from ..refine import plan_regions
+from ..sheets import SheetRow, detect_row, draw_sheet
+from ..verdicts import DetectTally, detect_line
+from .common import SHEET_MAX_ROWS, add_model_arguments, load_detector_from_args, sheet_problem
+from .console import Console
 
 OUTPUT_KINDS = ("mask", "prob", "overlay")
 
@@ -26,6 +31,9 @@ def register(subparsers) -> None:
     add_model_arguments(parser)
     parser.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is an artifact")
     parser.add_argument("--out", type=Path, help="folder for the mask, probability and overlay PNGs")
+    parser.add_argument("--sheet", type=Path, metavar="FILE.png",
+                        help=f"draw a contact sheet: input, artifacts, probability, regions (first {SHEET_MAX_ROWS} images)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors on stderr")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(func=run)
 
@@ -66,54 +74,77 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         print("pal detect: no images found in " + " ".join(args.images), file=sys.stderr)
         return 2
+    problems = check_outputs(args.out, images, args.overwrite) if args.out is not None else []
+    if args.sheet is not None and (problem := sheet_problem(args.sheet, args.overwrite, images)):
+        problems.append(problem)
+    if problems:
+        print("pal detect: nothing was written:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
     if args.out is not None:
-        problems = check_outputs(args.out, images, args.overwrite)
-        if problems:
-            print("pal detect: nothing was written:\n  " + "\n  ".join(problems), file=sys.stderr)
-            return 2
         remove_stale_temporaries(args.out)  # left by a run that was killed while writing
     detector = load_detector_from_args(args)
     if detector is None:
         return 2
 
-    failures = 0
+    console = Console("detect", len(images), args.quiet)
+    tally = DetectTally(args.threshold)
+    rows: list[SheetRow] = []
+    write_failures = 0
     for path in images:
         done = {} if args.out is None or args.overwrite else done_outputs(args.out, path)
         if len(done) == len(OUTPUT_KINDS):  # resume: an earlier run finished this image
             print(json.dumps({"image": str(path), "skipped": "its outputs are already there",
                               "outputs": {kind: str(p) for kind, p in done.items()}}), flush=True)
+            console.line(f"{path.name}: already done in {args.out}, skipped")
+            console.image_done()
             continue
         try:
             image = read_image(path)
         except ImageReadError as error:
-            failures += 1
-            print(f"pal detect: {error}", file=sys.stderr)
+            tally.add_failure()
+            console.error(str(error))
             print(json.dumps({"image": str(path), "error": str(error)}), flush=True)
+            console.image_done()
             continue
         try:
-            record = detect_one(detector, path, image, args, done)
+            record, prob, mask = detect_one(detector, path, image, args, done)
         except OSError as error:
-            print(f"pal detect: could not write the outputs of {path} ({describe_os_error(error)})", file=sys.stderr)
+            console.error(f"could not write the outputs of {path} ({describe_os_error(error)})")
             if is_fatal_write_error(error):
-                print("pal detect: stopped; every output written so far is complete. Free space or fix the "
-                      "folder, then run the same command again to continue", file=sys.stderr)
+                console.error("stopped; every output written so far is complete. Free space or fix the folder, "
+                              "then run the same command again to continue")
+                console.close()
                 return 1
-            failures += 1
+            write_failures += 1
+            console.image_done()
             continue
         print(json.dumps(record), flush=True)
-    if failures:
-        print(f"pal detect: {failures} of {len(images)} images failed", file=sys.stderr)
-        return 1
-    return 0
+        tally.add(record)
+        boxes = [r.box for r in plan_regions(mask[None]).regions]  # what `pal fix` would repaint
+        console.line(detect_line(path.name, record, len(boxes)))
+        if args.sheet is not None and len(rows) < SHEET_MAX_ROWS:
+            rows.append(detect_row(path.name, image, mask, prob, boxes, record["par"]))
+        console.image_done()
+    console.close()
+    for line in tally.summary(str(args.out) if args.out is not None else None):
+        console.line(f"pal detect: {line}")
+    if tally.failed:
+        console.error(f"{tally.failed} of {tally.images} images could not be read")
+    if write_failures:
+        console.error(f"the outputs of {write_failures} images could not be written")
+    if args.sheet is not None and rows:
+        write_png(args.sheet, draw_sheet(rows), overwrite=args.overwrite)
+        console.line(f"pal detect: contact sheet of {len(rows)} of {len(images)} images in {args.sheet}")
+    return 1 if tally.failed or write_failures else 0
 
 
-def detect_one(detector, path: Path, image, args: argparse.Namespace, done: dict[str, Path]) -> dict:
-    """Detects one image, writes the outputs it does not have yet, and returns its JSON record."""
+def detect_one(detector, path: Path, image, args: argparse.Namespace, done: dict[str, Path]):
+    """Detects one image and writes the outputs it does not have yet: (JSON record, probability, mask)."""
     prob = detector.predict([image])[0]
-    mask = prob > args.threshold
+    mask = binarize(prob, args.threshold)
     record = {
         "image": str(path),
-        "par": round(mask.float().mean().item(), 6),
+        "par": round(float(par(mask[None])[0]), 6),
         "width": image.shape[1],
         "height": image.shape[0],
         "max_prob": round(prob.max().item(), 6),
@@ -127,4 +158,4 @@ def detect_one(detector, path: Path, image, args: argparse.Namespace, done: dict
             if kind not in done:
                 write_png(paths[kind], picture(), overwrite=args.overwrite, text=made_from_text(path))
         record["outputs"] = {kind: str(p) for kind, p in paths.items()}
-    return record
+    return record, prob, mask

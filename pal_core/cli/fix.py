@@ -15,18 +15,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .. import atomic
 from ..atomic import remove_stale_temporaries
 from ..crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
 from ..imageio import ImageReadError, list_images, read_image, to_uint8, write_png
-from ..inpainters import SPECS, make_inpainter
+from ..inpainters import SPECS, WEIGHT_FREE, make_inpainter
 from ..loading import load_detector
 from ..outputs import (check_output_folder, describe_os_error, is_fatal_write_error, is_output_of, made_from_text,
                        outputs_that_are_inputs)
-from .common import add_model_arguments
 from ..refine import RefineOptions, refine
+from ..sheets import SheetRow, draw_sheet, fix_row
+from ..verdicts import FixTally, fix_line
+from .common import SHEET_MAX_ROWS, add_model_arguments, sheet_problem
+from .console import Console
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,6 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-redetect", action="store_true",
                         help="keep every fix without checking that it reduced the artifacts (one detector pass "
                              "instead of two or three)")
+    parser.add_argument("--sheet", type=Path, metavar="FILE.png",
+                        help=f"draw a before/after contact sheet (the first {SHEET_MAX_ROWS} images)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors on stderr")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(func=run)
 
@@ -77,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(targets, str):
         return _fail(targets)
     problems = _output_problems(targets, args.out, args.overwrite)
+    if args.sheet is not None and (problem := sheet_problem(args.sheet, args.overwrite, paths)):
+        problems.append(problem)
     if problems:
         return _fail("nothing was written:\n  " + "\n  ".join(problems))
     remove_stale_temporaries(args.out)  # left by a run that was killed while writing
@@ -88,31 +95,46 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:  # missing or unfit model files, bad settings
         return _fail(str(error))
 
-    failures = 0
-    progress = tqdm(paths, desc="fix", unit="image", disable=None, file=sys.stderr)
+    console = Console("fix", len(paths), args.quiet, steps="step")
+    tally = FixTally(options.threshold, inpainter.name, tuple(s for s in WEIGHT_FREE if s != args.inpainter))
+    rows: list[SheetRow] = []
     skipped = 0
-    for path in progress:
+    for path in paths:
         if not args.overwrite and _finished(path, targets[path]):  # resume: an earlier run fixed it
             skipped += 1
+            console.image_done()
             continue
         try:
-            _fix_one(path, targets[path], detector, inpainter, options, args)
+            report, row = _fix_one(path, targets[path], detector, inpainter, options, args, console,
+                                   want_row=args.sheet is not None and len(rows) < SHEET_MAX_ROWS)
         except OSError as error:
-            failures += 1
-            tqdm.write(f"pal fix: {path}: {describe_os_error(error)}", file=sys.stderr)
+            tally.add_failure()
+            console.error(f"{path}: {describe_os_error(error)}")
             if is_fatal_write_error(error):
-                tqdm.write("pal fix: stopped; every output written so far is complete. Free space or fix the "
-                           "folder, then run the same command again to continue", file=sys.stderr)
+                console.error("stopped; every output written so far is complete. Free space or fix the folder, "
+                              "then run the same command again to continue")
+                console.close()
                 return 1
         except (ImageReadError, FileExistsError, ValueError, RuntimeError) as error:  # one bad file, not the run
-            failures += 1
-            tqdm.write(f"pal fix: {path}: {error}" if str(path) not in str(error) else f"pal fix: {error}",
-                       file=sys.stderr)
+            tally.add_failure()
+            console.error(f"{path}: {error}" if str(path) not in str(error) else str(error))
+        else:
+            tally.add(report)
+            console.line(fix_line(path.name, report, report["output"]))
+            rows += [row] if row is not None else []
+        console.image_done()
+    console.close()
     if skipped:
-        tqdm.write(f"pal fix: {skipped} images were already fixed in {args.out} and were skipped", file=sys.stderr)
-    if failures:
-        tqdm.write(f"pal fix: {failures} of {len(paths)} images failed", file=sys.stderr)
-    return 1 if failures else 0
+        console.line(f"pal fix: {skipped} images were already fixed in {args.out} and were skipped")
+    for line in tally.summary(str(args.out)):
+        console.line(f"pal fix: {line}")
+    if tally.failed:
+        console.error(f"{tally.failed} of {tally.images} images failed")
+    if args.sheet is not None and rows:
+        write_png(args.sheet, draw_sheet(rows), overwrite=args.overwrite)
+        shown = f"the first {len(rows)} of {len(paths)} images" if len(paths) > len(rows) else "every image"
+        console.line(f"pal fix: before/after sheet of {shown} in {args.sheet}")
+    return 1 if tally.failed else 0
 
 
 def _output_problems(targets: dict[Path, Path], out: Path, overwrite: bool) -> list[str]:
@@ -147,10 +169,12 @@ def _finished(path: Path, target: Path) -> bool:
     return target.exists() and report.exists() and _made_by_us(target, path) and _made_by_us(report, path)
 
 
-def _fix_one(path: Path, target: Path, detector, inpainter, options: RefineOptions, args: argparse.Namespace) -> None:
+def _fix_one(path: Path, target: Path, detector, inpainter, options: RefineOptions, args: argparse.Namespace,
+             console: Console, want_row: bool) -> tuple[dict, SheetRow | None]:
     report_path = target.with_suffix(".json")
     image, alpha = read_image(path, with_alpha=True)
-    result = refine(image.unsqueeze(0), detector, inpainter, options, prompts=args.prompt, seed=args.seed)
+    result = refine(image.unsqueeze(0), detector, inpainter, options, prompts=args.prompt, seed=args.seed,
+                    progress=console.step_progress)
     fixed = result.images[0]
     # an output of an earlier, unfinished run for this input may be replaced; anything else only with --overwrite
     overwrite = args.overwrite or (target.exists() and _made_by_us(target, path))
@@ -163,6 +187,11 @@ def _fix_one(path: Path, target: Path, detector, inpainter, options: RefineOptio
         **result.report()[0],
     }
     write_json(report_path, report, overwrite=args.overwrite or report_path.exists() and _made_by_us(report_path, path))
+    row = None
+    if want_row:
+        row = fix_row(fix_line(path.name, report).split(";")[0], image, result.mask_before[0], fixed,
+                      result.attempted[0], report["regions"], report["par_before"], report["par_after"])
+    return report, row
 
 
 def write_json(path: Path, data: dict, overwrite: bool = False) -> Path:
