@@ -3,7 +3,8 @@
 - An output place must be a folder we can create and write (not a file, not under a file, not
   read-only): `check_output_folder` says what is wrong before any image is decoded.
 - An output that is one of the inputs is refused always, with or without --overwrite.
-- The PNGs `pal detect` and `pal fix` write carry the input they were made from (a text chunk), so a
+- The PNGs `pal detect` and `pal fix` write carry which input they were made from (a text chunk with
+  a hash of its absolute path: outputs shared with others do not reveal where files live), so a
   re-run can tell its own finished outputs (skip them: resume) from a user's file of the same name
   (refuse, unless --overwrite).
 """
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from pathlib import Path
 
@@ -18,15 +20,19 @@ from PIL import Image
 
 from .atomic import temporary_name
 
-MADE_FROM_KEY = "pal:input"  # PNG text chunk: the absolute path of the input an output was made from
+MADE_FROM_KEY = "pal:made-from"  # PNG text chunk: a hash of the absolute path of the input
+
+
+def _source_digest(source: Path) -> str:
+    return hashlib.blake2b(str(Path(source).resolve()).encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
 
 
 def made_from_text(source: Path) -> dict[str, str]:
-    return {MADE_FROM_KEY: str(Path(source).resolve())}
+    return {MADE_FROM_KEY: _source_digest(source)}
 
 
 def made_from(path: Path) -> str | None:
-    """The input a PNG of ours was made from (its text chunk), or None for any other file."""
+    """The digest of the input a PNG of ours was made from (its text chunk), or None for any other file."""
     try:
         with Image.open(path) as image:
             return (getattr(image, "text", None) or {}).get(MADE_FROM_KEY)
@@ -35,7 +41,7 @@ def made_from(path: Path) -> str | None:
 
 
 def is_output_of(path: Path, source: Path) -> bool:
-    return made_from(path) == str(Path(source).resolve())
+    return made_from(path) == _source_digest(source)
 
 
 def same_file(a: Path, b: Path) -> bool:
