@@ -81,14 +81,18 @@ _NODE_FIELDS = {
     "title": (lambda v: isinstance(v, str), "text"),
     "properties": (lambda v: isinstance(v, dict), "an object"),
 }
+def _is_type(value) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
 _INPUT_FIELDS = {
     "name": (lambda v: isinstance(v, str), "text"),
     "link": (_is_id, "a link id (a number)"),
-    "type": (lambda v: isinstance(v, str), "a type name (text)"),
+    "type": (_is_type, "a type name (text)"),
 }
 _OUTPUT_FIELDS = {
     "links": (lambda v: isinstance(v, list) and all(_is_id(i) for i in v), "a list of link ids"),
-    "type": (lambda v: isinstance(v, str), "a type name (text)"),
+    "type": (_is_type, "a type name (text)"),
 }
 
 
