@@ -40,13 +40,15 @@ def test_a_non_finite_pixel_gives_a_nan_score_not_a_perfect_one(detector, value)
 def test_rank_by_par_never_keeps_a_broken_seed(detector):
     images = seeds_with_one_nan()
     images[[0, 1, 3]] = 0.5  # the clean seeds score the same
-    out_images, masks, kept, par, report = PALRankByPAR().rank(detector, images, 1, 1.0, 0.3)
-    assert kept[0] != 2 and 2 not in PALRankByPAR().rank(detector, images, 0, 1.0, 0.3)[2]
+    shown = PALRankByPAR().rank(detector, images, 1, 1.0, 0.3)
+    out_images, masks, kept, par, report = shown["result"]
+    assert kept[0] != 2 and 2 not in PALRankByPAR().rank(detector, images, 0, 1.0, 0.3)["result"][2]
+    assert "#2  not scored" in shown["ui"]["text"][0].splitlines()[-1]  # listed last on the node
     entry = json.loads(report)["images"][2]
     assert entry["par"] is None and not entry["kept"] and "non-finite" in entry["error"]
     assert torch.isfinite(out_images).all()
     only_broken = seeds_with_one_nan(count=1, broken=0)
-    _, _, kept, _, report = PALRankByPAR().rank(detector, only_broken, 1, 1.0, 0.3)
+    _, _, kept, _, report = PALRankByPAR().rank(detector, only_broken, 1, 1.0, 0.3)["result"]
     assert kept == [] and "could be scored" in json.loads(report)["message"]
 
 
