@@ -201,3 +201,11 @@ def test_the_failures_come_before_any_file_is_written(place, capsys):
     graph = dict(GOOD, **{"4": node("SaveImage", images=None, filename_prefix="y")})
     code, err = run_graph(place, graph, capsys)
     assert code == 2 and nothing_written(place)
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_running(place, capsys):
+    blocker = place / "out"
+    blocker.write_text("the user's notes")
+    code, err = run_graph(place, GOOD, capsys)
+    assert code == 2 and "--output-dir" in err and "is a file" in err
+    assert blocker.read_text() == "the user's notes"
