@@ -19,6 +19,7 @@ import os
 import sys
 import warnings
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,7 +28,8 @@ from torch import nn
 from . import catalogue, model_store
 from .checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file
 from .detector import Detector, DetectorInfo
-from .devices import resolve_device, resolve_dtype
+from .devices import is_auto, resolve_device, resolve_dtype
+from .models.fusion import fuse_conv_bn
 from .models.swin_upernet import CheckpointMismatch, from_mmseg_checkpoint, is_mmseg_swin_upernet
 from .preprocess import Preprocess
 from .torchscript import TorchScriptReadError, read_torchscript_weights
@@ -35,6 +37,7 @@ from .torchscript import TorchScriptReadError, read_torchscript_weights
 DEFAULT_MODEL = "pal_lite"
 WEIGHTS_ENV = "PAL_WEIGHTS_DIR"
 TORCHSCRIPT_INPUT_SIZE = 512  # the official export has a static 512x512 input
+MODEL_INPUT_SIZE = "model"  # load_detector's input_size: the size saved in the model file
 
 _cache: dict[tuple, tuple] = {}
 _CACHE_SIZE = 4
@@ -259,32 +262,44 @@ def _check_torchscript_runs(module: nn.Module, path: Path, device: torch.device)
 def load_detector(
     source: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
-    dtype: str | torch.dtype | None = None,
-    input_size: int | None = 512,
+    dtype: str | torch.dtype | None = "auto",
+    input_size: int | None | str = MODEL_INPUT_SIZE,
     batch_size: int = 8,
     download: bool = False,
+    compile: bool = False,
     trust_code: bool = False,
 ) -> Detector:
     """Loads a detector from a file path, a model's name, or (None) the best installed model.
 
     `download=True` fetches a catalogue model that is not installed yet; never otherwise.
 
-    `input_size` is the square size the network runs at (PAL4VST: 512); None runs it at each
-    image's own size, as mmsegmentation does for whole-image inference. `trust_code=True` allows a
-    TorchScript file whose weights cannot be read as data to run as the program it is (its code can
-    do anything a Python script can); without it such a file is refused.
+    `device` None or "auto": CUDA when available, else the CPU. `dtype` "auto" (or None): for networks
+    whose masks stay those of fp32 in lower precision (PAL4VST's Swin + UPerNet), the fastest precision
+    the device runs natively (bf16 on CPUs with AMX/AVX512-BF16 and recent GPUs, fp16 on older GPUs;
+    see `devices.auto_dtype`), else fp32; "fp32" for exact reference results.
+    `input_size` is the square size the network runs at: "model" (default) takes the size saved in
+    the model file (PAL4VST: 512), None runs it at each image's own size, as mmsegmentation does for
+    whole-image inference. `compile=True` wraps the network in torch.compile (the first call traces
+    and compiles it: slow once, see the README's benchmark). `trust_code=True` allows a TorchScript
+    file whose weights cannot be read as data to run as the program it is (its code can do anything
+    a Python script can); without it such a file is refused.
     """
     path = resolve_source(source, download=download)
     torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
+    requested = "auto" if is_auto(dtype) else resolve_dtype(dtype, torch_device)
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(torch_device), torch_dtype, trust_code)
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(torch_device), requested, trust_code)
     if key not in _cache:
-        _cache[key] = _load_uncached(path, torch_device, torch_dtype, trust_code)
+        _cache[key] = _load_uncached(path, torch_device, trust_code)
         while len(_cache) > _CACHE_SIZE:
             _cache.pop(next(iter(_cache)))
     model, info, preprocess, output, fixed = _cache[key]
-    return Detector(model, info, preprocess, output, input_size, torch_device, torch_dtype, batch_size, fixed)
+    # "auto" goes below fp32 only for networks whose masks were shown to stay those of fp32 there.
+    torch_dtype = resolve_dtype(requested, torch_device,
+                                low_precision=output == "logits" and getattr(model, "auto_low_precision", False))
+    if input_size != MODEL_INPUT_SIZE:
+        preprocess = replace(preprocess, input_size=input_size)
+    return Detector(model, info, preprocess, output, torch_device, torch_dtype, batch_size, fixed, compile)
 
 
 def read_checkpoint(source: str | os.PathLike | None) -> DetectorCheckpoint:
@@ -303,7 +318,10 @@ def _read_weights(path: Path, kind: str) -> DetectorCheckpoint:
     return readers[kind](path)
 
 
-def _load_uncached(path: Path, device: torch.device, dtype: torch.dtype, trust_code: bool) -> tuple:
+def _load_uncached(path: Path, device: torch.device, trust_code: bool) -> tuple:
+    """The network (for inference: BatchNorm folded into convolutions), its info and preprocessing.
+    Weights stay on the CPU in float32: the Detector puts them on the device once. A TorchScript file
+    runs as a program only with `trust_code` (see `_refuse_program`)."""
     kind = sniff_format(path)
     try:
         checkpoint = _read_weights(path, kind)  # path resolved and format sniffed once, above
@@ -315,9 +333,9 @@ def _load_uncached(path: Path, device: torch.device, dtype: torch.dtype, trust_c
         module = _read_torchscript_program(path, device)
         _check_torchscript_runs(module, path, device)
         info = DetectorInfo(path.stem, str(path), "torchscript", "torchscript")
-        return module, info, Preprocess(), "labels", TORCHSCRIPT_INPUT_SIZE
+        return module, info, Preprocess(input_size=TORCHSCRIPT_INPUT_SIZE), "labels", TORCHSCRIPT_INPUT_SIZE
     formats = {"safetensors": "safetensors", "torchscript": "torchscript-weights", "torch": "mmseg"}
     info = DetectorInfo(checkpoint.name, str(path), formats[kind], checkpoint.model.architecture)
-    model = checkpoint.model.eval().to(device=device, dtype=dtype)
+    model = checkpoint.model.eval()
+    fuse_conv_bn(model)
     return model, info, checkpoint.preprocess, "logits", None
-

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..atomic import remove_stale_temporaries
 from ..imageio import ImageReadError, list_images, overlay, read_image, write_png
-from ..masks import binarize, par
+from ..masks import binarize, check_threshold, par
 from ..outputs import (check_output_folder, describe_os_error, is_fatal_write_error, is_output_of, made_from_text,
                        outputs_that_are_inputs)
 from ..refine import plan_regions
@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "detect", help="find artifacts in images (probability, mask, PAR)",
         description="Runs the artifact detector on images and prints one JSON object per image "
-                    "(image, par, size, model). With --out, also writes <stem>.mask.png (0/255), "
+                    "(image, par, size, model, precision). With --out, also writes <stem>.mask.png (0/255), "
                     "<stem>.prob.png (probability as 0..255) and <stem>.overlay.png.")
     parser.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     add_model_arguments(parser)
@@ -67,8 +67,10 @@ def done_outputs(out_dir: Path, image: Path) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0.0 <= args.threshold < 1.0:
-        print(f"pal detect: --threshold must be in [0, 1), not {args.threshold}", file=sys.stderr)
+    try:
+        check_threshold(args.threshold, "--threshold")
+    except ValueError as error:
+        print(f"pal detect: {error}", file=sys.stderr)
         return 2
     images = list_images(args.images)
     if not images:
@@ -149,6 +151,7 @@ def detect_one(detector, path: Path, image, args: argparse.Namespace, done: dict
         "height": image.shape[0],
         "max_prob": round(prob.max().item(), 6),
         "model": detector.name,
+        "precision": detector.precision,
     }
     if args.out is not None:
         paths = output_paths(args.out, path)
