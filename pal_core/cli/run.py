@@ -8,6 +8,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from ..outputs import check_output_folder
 from ..resources import examples_dir
 from ..workflow import NodeExecutionError, WorkflowError, WorkflowValidationError, installed_registry, run_workflow
 from ..workflow.engines import COMFYUI_ENV, ENGINES
@@ -124,6 +125,11 @@ def run(args: argparse.Namespace) -> int:
         print("pal run: give a workflow file or a shipped example's name (or --list-nodes, --list-examples)",
               file=sys.stderr)
         return 2
+    for option, folder in (("--output-dir", args.output_dir), ("--preview-dir", args.preview_dir)):
+        problem = check_output_folder(folder, option) if folder is not None else None
+        if problem:
+            print(f"pal run: {problem}; nothing was run", file=sys.stderr)
+            return 2
     _resolve_example(args)
     try:
         result = run_workflow(args.workflow, input_dir=args.input_dir, output_dir=args.output_dir,
