@@ -147,11 +147,14 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, dice_weight: f
     loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
     if dice_weight > 0:
         valid = (labels != IGNORE_INDEX).float()
-        prob = torch.softmax(logits, dim=1)[:, 1] * valid
-        truth = (labels == 1).float() * valid
-        dice = 1 - (2 * (prob * truth).sum() + 1) / (prob.sum() + truth.sum() + 1)
-        loss = loss + dice_weight * dice
+        loss = loss + dice_weight * soft_dice_loss(torch.softmax(logits, dim=1)[:, 1] * valid,
+                                                   (labels == 1).float() * valid)
     return loss
+
+
+def soft_dice_loss(prob: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """1 - soft Dice over the whole batch; `truth` may itself be soft (a teacher's probabilities)."""
+    return 1 - (2 * (prob * truth).sum() + 1) / (prob.sum() + truth.sum() + 1)
 
 
 @torch.no_grad()
