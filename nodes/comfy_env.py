@@ -8,20 +8,25 @@ from `folder_paths` (or $PAL_MODELS_DIR and the shipped weights/), progress and 
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-try:  # inside ComfyUI
+from pal_core.workflow.engines import MODELS_ENV  # outside ComfyUI: a folder laid out like ComfyUI's models/
+
+# Inside ComfyUI, its modules are loaded before any custom node. The pack only uses them then, and never
+# imports ComfyUI itself: importing comfy.model_management sets up ComfyUI's devices from its command
+# line, which is ComfyUI's job (and fails on a machine without a GPU unless ComfyUI was given --cpu).
+if "folder_paths" in sys.modules and "comfy.model_management" in sys.modules:
     import comfy.model_management as model_management
     import comfy.utils as comfy_utils
     import folder_paths
-except ImportError:  # headless: the pack must work without ComfyUI
+else:  # headless: the pack must work without ComfyUI
     model_management = comfy_utils = folder_paths = None
 
 DETECTOR_FOLDER = "pal4vst"
-MODELS_ENV = "PAL_MODELS_DIR"  # outside ComfyUI: a folder laid out like ComfyUI's models/
 
 
 def in_comfyui() -> bool:
@@ -65,10 +70,9 @@ def model_folders(kind: str) -> list[str]:
 
 def sampler_names(fallback_samplers: list[str], fallback_schedulers: list[str]) -> tuple[list[str], list[str]]:
     """ComfyUI's sampler and scheduler names; the fallbacks outside ComfyUI (for listing inputs only)."""
-    try:
-        import comfy.samplers
-    except ImportError:
+    if model_management is None:
         return fallback_samplers, fallback_schedulers
+    import comfy.samplers
     return list(comfy.samplers.KSampler.SAMPLERS), list(comfy.samplers.KSampler.SCHEDULERS)
 
 
@@ -126,15 +130,22 @@ def release_memory() -> None:
 
 
 class Progress:
-    """ComfyUI's progress bar (each update is also a cancel point); silent outside ComfyUI."""
+    """ComfyUI's progress bar (each update is also a cancel point); silent outside ComfyUI.
+
+    Call it as `progress(done, total)`: it is the callback `Detector.predict` and `refine` take, as
+    ComfyUI's own upscale node hands its bar to the library.
+    """
 
     def __init__(self, total: int):
         self.total = max(total, 1)
         self.done = 0
         self._bar = comfy_utils.ProgressBar(self.total) if comfy_utils is not None else None
 
-    def step(self, count: int = 1) -> None:
-        self.done += count
+    def __call__(self, done: int, total: int) -> None:
+        self.done, self.total = done, max(total, 1)
         if self._bar is not None:
             self._bar.update_absolute(self.done, self.total)
         check_interrupted()
+
+    def step(self, count: int = 1) -> None:
+        self(self.done + count, self.total)

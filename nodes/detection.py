@@ -8,6 +8,7 @@ import torch
 
 from pal_core import Detector, available_models, load_detector
 from pal_core.imageio import overlay
+from pal_core.masks import binarize, par
 from pal_core.selection import rank_by_par
 
 from . import comfy_env
@@ -22,18 +23,13 @@ def detector_choices() -> list[str]:
     return [DEFAULT_CHOICE, *available_models(), *comfy_env.model_files(comfy_env.DETECTOR_FOLDER)]
 
 
-def predict_with_progress(detector: Detector, images: torch.Tensor) -> torch.Tensor:
-    """Artifact probabilities [B, H, W] in chunks of the detector's batch size, with progress and cancel."""
+def predict(detector: Detector, images: torch.Tensor) -> torch.Tensor:
+    """The detector's probabilities [B, H, W] on ComfyUI's output device, with its progress bar and Cancel."""
     if images.shape[0] == 0:
         raise ValueError("the image batch is empty; connect a node that outputs at least one image")
-    progress = comfy_env.Progress(images.shape[0])
-    chunks = []
     with comfy_env.model_on_device(detector.model, detector.device):
-        for start in range(0, images.shape[0], detector.batch_size):
-            chunk = images[start:start + detector.batch_size]
-            chunks.append(detector.predict(chunk))
-            progress.step(chunk.shape[0])
-    return torch.cat(chunks).to(comfy_env.output_device())
+        probability = detector.predict(images, progress=comfy_env.Progress(images.shape[0]))
+    return probability.to(comfy_env.output_device())
 
 
 class PALLoadDetector:
@@ -89,10 +85,9 @@ class PALDetectArtifacts:
         }}
 
     def detect(self, detector: Detector, images: torch.Tensor, threshold: float):
-        probability = predict_with_progress(detector, images)
-        mask = (probability > threshold).float()
-        par = mask.flatten(1).mean(dim=1)
-        return mask, probability, overlay(images.to(mask.device), mask), [round(float(p), 6) for p in par]
+        probability = predict(detector, images)
+        mask = binarize(probability, threshold).float()
+        return mask, probability, overlay(images.to(mask.device), mask), [round(float(p), 6) for p in par(mask)]
 
 
 class PALPARScore:
@@ -119,12 +114,12 @@ class PALPARScore:
 
     def score(self, threshold: float, images=None, detector=None, mask=None):
         if mask is not None:
-            par = (mask > threshold).flatten(1).float().mean(dim=1)
+            scores = par(binarize(mask, threshold))
         elif images is not None and detector is not None:
-            par = (predict_with_progress(detector, images) > threshold).flatten(1).float().mean(dim=1)
+            scores = par(binarize(predict(detector, images), threshold))
         else:
             raise ValueError("PAR Score needs either a mask, or images and a detector: connect one of them")
-        scores = [round(float(p), 6) for p in par]
+        scores = [round(float(p), 6) for p in scores]
         report = json.dumps([{"index": i, "par": p} for i, p in enumerate(scores)])
         return {"ui": {"text": [report]}, "result": (scores, report)}
 
@@ -153,18 +148,18 @@ class PALRankByPAR:
         }}
 
     def rank(self, detector: Detector, images: torch.Tensor, top_k: int, max_par: float, threshold: float):
-        masks = (predict_with_progress(detector, images) > threshold).float()
-        par = masks.flatten(1).mean(dim=1)
-        kept = rank_by_par(par, top_k, max_par)
-        report = {"images": [{"index": i, "par": round(float(p), 6), "kept": i in kept} for i, p in enumerate(par)]}
+        masks = binarize(predict(detector, images), threshold).float()
+        scores = par(masks)
+        kept = rank_by_par(scores, top_k, max_par)
+        report = {"images": [{"index": i, "par": round(float(p), 6), "kept": i in kept} for i, p in enumerate(scores)]}
         if not kept:
-            best = int(par.argmin())
-            report["message"] = (f"no image has PAR <= {max_par} (the best, image {best}, has {float(par[best]):.4f}); "
+            best = int(scores.argmin())
+            report["message"] = (f"no image has PAR <= {max_par} (the best, image {best}, has {float(scores[best]):.4f}); "
                                  "raise max_par to keep some")
             print(f"[PAL] Rank by PAR: {report['message']}")
         index = torch.tensor(kept, dtype=torch.long)
         return (images.index_select(0, index.to(images.device)), masks.index_select(0, index.to(masks.device)),
-                kept, [round(float(par[i]), 6) for i in kept], json.dumps(report))
+                kept, [round(float(scores[i]), 6) for i in kept], json.dumps(report))
 
 
 NODE_CLASS_MAPPINGS = {

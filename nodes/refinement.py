@@ -10,10 +10,11 @@ import torch.nn.functional as F
 
 from pal_core import Detector
 from pal_core.composite import DEFAULT_FEATHER, DEFAULT_GROW, composite
-from pal_core.crops import DEFAULT_MIN_SIDE, DEFAULT_ZOOM, CropPlan, clip_box, plan_crops
+from pal_core.crops import DEFAULT_ZOOM, CropPlan, clip_box
 from pal_core.inpainters import Inpainter
-from pal_core.masks import OFFICIAL_ITERATIONS, OFFICIAL_KERNEL, binarize, connected_components, dilate_like_official
-from pal_core.refine import RefineOptions, refine
+from pal_core.masks import OFFICIAL_ITERATIONS, binarize
+from pal_core.refine import RefineOptions, inpaint_each, plan_regions, refine
+from pal_core.verdicts import fix_summary, inpaint_line
 
 from . import comfy_env
 from .detection import THRESHOLD
@@ -81,11 +82,9 @@ class PALConnectedComponentCrop:
         }}
 
     def crop(self, images, mask, dilation, zoom, min_area, max_area_ratio, target_size, multiple, merge_overlapping):
-        binary = binarize(mask_for_images(mask, images), 0.5)
-        if dilation > 0:
-            binary = dilate_like_official(binary, OFFICIAL_KERNEL, dilation)
-        components = connected_components(binary, min_area, max_area_ratio)
-        plan = plan_crops(components, zoom, DEFAULT_MIN_SIDE, target_size, int(multiple), merge_overlapping)
+        options = RefineOptions(dilate_iterations=dilation, min_area=min_area, max_area_ratio=max_area_ratio, zoom=zoom,
+                                resolution=target_size, multiple=int(multiple), merge_overlapping=merge_overlapping)
+        plan = plan_regions(binarize(mask_for_images(mask, images), 0.5), options)
         return plan.extract(images), plan.crop_masks.to(images.device), plan
 
 
@@ -93,9 +92,10 @@ class PALZoomInpaint:
     DESCRIPTION = "Inpaints each zoomed-in crop where its mask is set, one region at a time (cancel between regions)."
     CATEGORY = "PAL"
     FUNCTION = "inpaint"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("inpainted_crops",)
-    OUTPUT_TOOLTIPS = ("The crops with their masked pixels repainted; connect to Composite.",)
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("inpainted_crops", "summary")
+    OUTPUT_TOOLTIPS = ("The crops with their masked pixels repainted; connect to Composite.",
+                       "One line per region: where it is, how much was repainted and how much it changed.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -119,12 +119,12 @@ class PALZoomInpaint:
             raise ValueError(f"the crop plan has {len(crop_plan)} regions but {crops.shape[0]} crops came in")
         seeds = ([seed + r.index_in_image for r in crop_plan.regions] if crop_plan is not None
                  else [seed + i for i in range(crops.shape[0])])
-        progress = comfy_env.Progress(crops.shape[0])
-        fixed = []
-        for i in range(crops.shape[0]):
-            fixed.append(inpainter.inpaint(crops[i:i + 1], crop_masks[i:i + 1], prompt, seeds[i]))
-            progress.step()
-        return (torch.cat(fixed) if fixed else crops.clone(),)
+        fixed = inpaint_each(inpainter, crops, crop_masks, [prompt] * crops.shape[0], seeds,
+                             comfy_env.Progress(crops.shape[0]))
+        summary = "\n".join(inpaint_line(i, crops[i], fixed[i], crop_masks[i], seeds[i],
+                                         crop_plan.regions[i] if crop_plan is not None else None)
+                            for i in range(crops.shape[0])) or "no regions: nothing to inpaint"
+        return fixed, summary
 
 
 class PALComposite:
@@ -161,10 +161,12 @@ class PALAutoFix:
                    "zoomed in, and (with re-detect) keeps a region's fix only if it reduced the artifacts there.")
     CATEGORY = "PAL"
     FUNCTION = "fix"
-    RETURN_TYPES = ("IMAGE", "MASK", "MASK", "STRING")
-    RETURN_NAMES = ("images", "artifact_mask", "blend_mask", "report")
+    RETURN_TYPES = ("IMAGE", "MASK", "MASK", "STRING", "STRING")
+    RETURN_NAMES = ("images", "artifact_mask", "blend_mask", "report", "summary")
     OUTPUT_TOOLTIPS = ("The fixed images.", "Artifacts found before the fix.", "Where fixes were blended in.",
-                       "JSON: PAR before and after and every region per image.")
+                       "JSON: PAR before and after and every region per image.",
+                       "One line per image: PAR before -> after, each region kept or rejected (artifact pixels "
+                       "before -> after), and what to try when nothing was fixed.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -187,13 +189,14 @@ class PALAutoFix:
             feather, color_match, redetect):
         options = RefineOptions(threshold=threshold, zoom=zoom, resolution=target_size, feather=feather,
                                 color_match=color_match, redetect=redetect)
-        progress = comfy_env.Progress(1)
         with comfy_env.model_on_device(detector.model, detector.device):
-            result = refine(images, detector, inpainter, options, prompt, seed)
-        progress.step()
+            result = refine(images, detector, inpainter, options, prompt, seed,
+                            progress=comfy_env.Progress(images.shape[0]))
+        reports = result.report()
+        summary = fix_summary(reports, threshold, inpainter.name)
         out = comfy_env.output_device()
         return (result.images.to(out), result.mask_before.float().to(out), result.blend_mask.to(out),
-                json.dumps(result.report()))
+                json.dumps(reports), summary)
 
 
 class PALCropsToSEGS:

@@ -8,7 +8,7 @@ each image's own size when `input_size` is None, and its output is resized back 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,9 @@ from .devices import resolve_device, resolve_dtype
 from .preprocess import Preprocess
 
 ImageBatch = torch.Tensor | Sequence[torch.Tensor]
+# Called as progress(done, total) after each network batch, with images done so far and in all; it may
+# raise to stop the work (ComfyUI's Cancel does). The same convention as `refine`'s progress.
+ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -91,20 +94,24 @@ class Detector:
 
     # ------------------------------------------------------------------------------------------
 
-    def predict(self, images: ImageBatch) -> torch.Tensor | list[torch.Tensor]:
+    def predict(self, images: ImageBatch, progress: ProgressCallback | None = None) -> torch.Tensor | list[torch.Tensor]:
         """Artifact probability per pixel, at each image's own size.
 
         A tensor [B, H, W, 3] gives a float tensor [B, H, W] on the images' device; a list of
         [H, W, 3] tensors gives a list of [H, W] tensors. For a "labels" network (TorchScript) the
-        probability is its 0/1 decision.
+        probability is its 0/1 decision. `progress(done, total)` is called after each batch.
         """
         frames, as_list = _split_images(images)
         results: list[torch.Tensor | None] = [None] * len(frames)
+        done = 0
         with torch.inference_mode():
             for indices in self._batches(frames):
                 probs = self._forward([frames[i] for i in indices])
                 for i, prob in zip(indices, probs):
                     results[i] = prob.to(frames[i].device)
+                done += len(indices)
+                if progress is not None:
+                    progress(done, len(frames))
         if as_list:
             return results
         if not results:  # an empty batch [0, H, W, 3] gives an empty [0, H, W]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import atomic
 from .segmentation_data import IGNORE_INDEX, list_samples, read_label, read_rgb
 
 
@@ -144,8 +145,4 @@ def write_json(result: EvaluationResult, path: str | os.PathLike, overwrite: boo
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another --json path or pass --overwrite")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=True))
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(path, json.dumps(result.to_dict(), indent=2, allow_nan=True), overwrite)

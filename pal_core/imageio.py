@@ -15,6 +15,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
+from .atomic import atomic_path, exists_message
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 # The official visualisation: artifact pixels blended 30% towards magenta.
@@ -86,35 +88,16 @@ def write_png(path: str | os.PathLike, image: torch.Tensor | np.ndarray, overwri
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+        raise FileExistsError(exists_message(path))
     array = to_uint8(image) if isinstance(image, torch.Tensor) else np.asarray(image, dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     info = None
     if text:
         info = PngInfo()
         for key, value in text.items():
             info.add_text(key, value)
-    try:
+    with atomic_path(path, overwrite) as tmp:
         Image.fromarray(array).save(tmp, format="PNG", pnginfo=info, compress_level=compress_level)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _move_without_replacing(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
-
-
-def _move_without_replacing(tmp: Path, path: Path) -> None:
-    try:
-        os.link(tmp, path)  # atomic, and fails if `path` appeared meanwhile
-    except FileExistsError:
-        raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it") from None
-    except OSError:  # a file system without hard links: check, then rename
-        if path.exists():
-            raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it") from None
-        os.replace(tmp, path)
 
 
 def read_frames(path: str | os.PathLike) -> list[tuple[torch.Tensor, torch.Tensor | None]]:

@@ -17,6 +17,7 @@ import torch
 from .composite import DEFAULT_FEATHER, DEFAULT_GROW, composite
 from .crops import (DEFAULT_MIN_SIDE, DEFAULT_MULTIPLE, DEFAULT_RESOLUTION, DEFAULT_ZOOM, CropPlan, clip_box,
                     plan_crops)
+from .detector import ProgressCallback
 from .inpainters.base import Inpainter
 from .masks import OFFICIAL_ITERATIONS, OFFICIAL_KERNEL, binarize, connected_components, dilate_like_official, par
 
@@ -24,7 +25,7 @@ from .masks import OFFICIAL_ITERATIONS, OFFICIAL_KERNEL, binarize, connected_com
 class ArtifactDetector(Protocol):
     """What refinement needs from a detector (`pal_core.Detector` is one)."""
 
-    def predict(self, images: torch.Tensor) -> torch.Tensor: ...
+    def predict(self, images: torch.Tensor, progress: ProgressCallback | None = None) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class RefineResult:
     par_before: torch.Tensor  # float [B]
     par_after: torch.Tensor | None
     skipped: list[str | None] = field(default_factory=list)  # per image: why it was left alone
+    attempted: torch.Tensor | None = None  # [B, H, W, C] with every fix blended in, kept or not (to show them)
 
     def report(self) -> list[dict]:
         """One JSON-ready dict per image: PAR before/after, skip reason, and its regions."""
@@ -97,27 +99,42 @@ def _region_dict(region: RegionReport) -> dict:
     return values
 
 
+def plan_regions(mask: torch.Tensor, options: RefineOptions = RefineOptions(), multiple: int = 1) -> CropPlan:
+    """The crop plan for a binary artifact mask [B, H, W]: dilate it (scaled like the official script),
+    split it into connected regions, and place one square, zoomed-in crop around each.
+
+    `multiple`: what the inpainter needs the working size to be a multiple of (with `options.multiple`).
+    """
+    regions_mask = dilate_like_official(mask, options.dilate_kernel, options.dilate_iterations)
+    components = connected_components(regions_mask, options.min_area, options.max_area_ratio)
+    return plan_crops(components, options.zoom, options.min_side, options.resolution,
+                      math.lcm(options.multiple, multiple), options.merge_overlapping)
+
+
 def refine(images: torch.Tensor, detector: ArtifactDetector, inpainter: Inpainter,
-           options: RefineOptions = RefineOptions(), prompts: str | Sequence[str] = "", seed: int = 0) -> RefineResult:
+           options: RefineOptions = RefineOptions(), prompts: str | Sequence[str] = "", seed: int = 0,
+           progress: ProgressCallback | None = None) -> RefineResult:
     """Finds artifacts in images [B, H, W, 3] and repaints each region through a zoomed-in crop.
 
     `prompts`: one for all images or one per image. Region i of an image gets seed + i, so an
-    image's result does not depend on the other images of its batch.
+    image's result does not depend on the other images of its batch. `progress(done, total)` counts
+    images detected, regions inpainted and images detected again; the total grows once the regions
+    are known. It is called after every region, so a callback that raises (Cancel) stops the work
+    between regions.
     """
     if images.dim() != 4 or images.shape[-1] != 3:
         raise ValueError(f"images have shape {tuple(images.shape)}; expected [B, H, W, 3]")
     image_prompts = _per_image(prompts, images.shape[0])
+    work = WorkCounter(progress, images.shape[0])
 
-    mask = binarize(detector.predict(images), options.threshold)
-    regions_mask = dilate_like_official(mask, options.dilate_kernel, options.dilate_iterations)
-    components = connected_components(regions_mask, options.min_area, options.max_area_ratio)
-    plan = plan_crops(components, options.zoom, options.min_side, options.resolution,
-                      math.lcm(options.multiple, inpainter.multiple), options.merge_overlapping)
+    mask = binarize(detector.predict(images, progress=work.stage()), options.threshold)
+    plan = plan_regions(mask, options, inpainter.multiple)
+    work.grow(len(plan) + (len(_images_of(plan.regions)) if options.redetect else 0))
 
     crops = plan.extract(images)
     seeds = [seed + r.index_in_image for r in plan.regions]
-    fixed = inpainter.inpaint(crops, plan.crop_masks.to(crops.dtype), [image_prompts[r.image_index] for r in plan.regions],
-                              seeds)
+    fixed = inpaint_each(inpainter, crops, plan.crop_masks.to(crops.dtype),
+                         [image_prompts[r.image_index] for r in plan.regions], seeds, work.stage())
     result = composite(images, plan, fixed, crops, options.grow, options.feather, options.color_match)
 
     reports = [RegionReport(r.image_index, r.index_in_image, r.box, r.component_box, len(r.labels), r.area,
@@ -125,40 +142,96 @@ def refine(images: torch.Tensor, detector: ArtifactDetector, inpainter: Inpainte
                for i, r in enumerate(plan.regions)]
     if not options.redetect:
         return RefineResult(result.images, result.blend_mask, mask, None, plan, reports, par(mask), None,
-                            plan.skipped)
+                            plan.skipped, attempted=result.images)
     images_after, blend_mask, mask_after = _keep_improvements(images, detector, options, plan, crops, fixed, mask,
-                                                              result.images, result.blend_mask, reports)
+                                                              result.images, result.blend_mask, reports, work)
     return RefineResult(images_after, blend_mask, mask, mask_after, plan, reports, par(mask), par(mask_after),
-                        plan.skipped)
+                        plan.skipped, attempted=result.images)
+
+
+class WorkCounter:
+    """Turns the steps of a multi-stage job into one progress(done, total) callback whose total may grow."""
+
+    def __init__(self, callback: ProgressCallback | None, total: int):
+        self.callback, self.done, self.total = callback, 0, total
+
+    def grow(self, extra: int) -> None:
+        self.total += extra
+        self._report()
+
+    def stage(self) -> ProgressCallback:
+        """A callback for one stage that counts from where the job stands now (e.g. for `Detector.predict`)."""
+        start = self.done
+
+        def report(done: int, total: int) -> None:
+            self.done = start + done
+            self._report()
+
+        return report
+
+    def _report(self) -> None:
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+def inpaint_each(inpainter: Inpainter, crops: torch.Tensor, masks: torch.Tensor, prompts: list[str],
+                 seeds: list[int], progress: ProgressCallback | None = None) -> torch.Tensor:
+    """Inpaints crops [N, s, s, 3] one region at a time, calling progress(i + 1, N) after each: a slow
+    diffusion fix shows its progress and can be cancelled between regions."""
+    if not crops.shape[0]:
+        return crops.clone()
+    fixed = []
+    for i in range(crops.shape[0]):
+        fixed.append(inpainter.inpaint(crops[i:i + 1], masks[i:i + 1], prompts[i], seeds[i]))
+        if progress is not None:
+            progress(i + 1, crops.shape[0])
+    return torch.cat(fixed)
 
 
 def _keep_improvements(images: torch.Tensor, detector: ArtifactDetector, options: RefineOptions, plan: CropPlan,
                        crops: torch.Tensor, fixed: torch.Tensor, mask_before: torch.Tensor, refined: torch.Tensor,
-                       blend_mask: torch.Tensor, reports: list[RegionReport]
+                       blend_mask: torch.Tensor, reports: list[RegionReport], work: WorkCounter
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Detects again and keeps a region's fix only if it reduced the artifact pixels in its crop box.
 
     Fills in each report's `artifact_px_after` and `kept`; returns the images, blend mask and
-    artifact mask after dropping the fixes that did not help. Unchanged images are not detected
-    again: the detector is deterministic, so their mask is the one from before.
+    artifact mask after dropping the fixes that did not help. Only changed images are detected
+    again: the detector is deterministic, so an unchanged image's mask is the one from before.
     """
-    if not len(plan):
-        return refined, blend_mask, mask_before
-    mask = binarize(detector.predict(refined), options.threshold)
+    mask = mask_before.clone()
+    _detect_again(detector, refined, _images_of(reports), mask, options.threshold, work)
     for report in reports:
         report.artifact_px_after = _artifact_pixels(mask, report.image_index, report.box)
         report.kept = report.artifact_px_after < report.artifact_px_before
     keep = [i for i, report in enumerate(reports) if report.kept]
     if len(keep) == len(reports):
         return refined, blend_mask, mask
-    if not keep:
-        return images.clone(), torch.zeros_like(blend_mask), mask_before
     index = torch.tensor(keep, dtype=torch.long, device=fixed.device)
     result = composite(images, plan.subset(keep), fixed.index_select(0, index), crops.index_select(0, index),
                        options.grow, options.feather, options.color_match)
-    # The network sees the whole image, so the final mask is measured again, not patched together.
-    mask = binarize(detector.predict(result.images), options.threshold)
+    kept_images = _images_of([reports[i] for i in keep])
+    for b in _images_of(reports) - kept_images:  # every fix of the image undone: it is the input again
+        mask[b] = mask_before[b]
+    # An image that keeps some fixes and drops others is new: the network sees the whole image, so its
+    # mask is measured again, not patched together.
+    partly_kept = kept_images & _images_of([r for r in reports if not r.kept])
+    work.grow(len(partly_kept))
+    _detect_again(detector, result.images, partly_kept, mask, options.threshold, work)
     return result.images, result.blend_mask, mask
+
+
+def _detect_again(detector: ArtifactDetector, images: torch.Tensor, which: set[int], mask: torch.Tensor,
+                  threshold: float, work: WorkCounter) -> None:
+    """Writes the artifact masks of images[which] into `mask` (in place)."""
+    if not which:
+        return
+    index = torch.tensor(sorted(which), dtype=torch.long, device=images.device)
+    found = binarize(detector.predict(images.index_select(0, index), progress=work.stage()), threshold)
+    mask[index.to(mask.device)] = found.to(mask.device)
+
+
+def _images_of(regions) -> set[int]:
+    return {r.image_index for r in regions}
 
 
 def _artifact_pixels(mask: torch.Tensor, image_index: int, box: tuple[int, int, int, int]) -> int:

@@ -26,6 +26,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .atomic import atomic_path
+
 EXPORT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 EXPORT_COLUMNS = ("rank", "image", "par", "width", "height", "model", "threshold", "input_size", "error")
 PARQUET_ROWS_PER_GROUP = 8192
@@ -265,13 +267,8 @@ def _last_record_per_image(hash_key: np.ndarray) -> np.ndarray:
 def export_ranking(ranking: Ranking, out: str | os.PathLike) -> Path:
     out = Path(out)
     writer = {"jsonl": _write_jsonl, "csv": _write_csv, "parquet": _write_parquet}[export_format(out)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         writer(ranking.records(), tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .atomic import atomic_path
 from .imageio import ImageReadError, overlay, read_image, to_uint8
 from .scores import Ranking
 
@@ -83,26 +84,9 @@ def copy_best(records: Iterable[dict], folder: str | os.PathLike) -> CopyReport:
 def copy_without_overwrite(source: Path, target: Path) -> bool:
     """Copies to a temporary name, then links it into place: linking fails when the target exists,
     with no window in which another writer could be overwritten. False when the target exists."""
-    if target.exists():
-        return False
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        shutil.copy2(source, tmp)
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            return False
-        except OSError:  # a filesystem without hard links: exclusive create instead
-            return _copy_exclusive(tmp, target)
-        return True
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _copy_exclusive(source: Path, target: Path) -> bool:
-    try:
-        with open(source, "rb") as src, open(target, "xb") as dst:
-            shutil.copyfileobj(src, dst)
+        with atomic_path(target, overwrite=False) as tmp:
+            shutil.copy2(source, tmp)
     except FileExistsError:
         return False
     return True

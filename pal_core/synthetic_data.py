@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from . import atomic
 from .artifacts import ARTIFACT_KINDS, synthesize
 from .clean_sources import CleanImage
 from .imageio import write_png
@@ -226,9 +227,7 @@ def generate_dataset(images: list[CleanImage], out: str | os.PathLike, config: S
         "kinds": [k.name for k in ARTIFACT_KINDS],
         "samples": records,
     }
-    tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / "manifest.json")
+    atomic.write_text(out / "manifest.json", json.dumps(manifest, indent=1))
     return manifest
 
 

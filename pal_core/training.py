@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import atomic
 from .checkpoint import DetectorCheckpoint, read_detector_file, save_detector_file
 from .evaluation import PixelCounts
 from .preprocess import Preprocess
@@ -215,12 +216,8 @@ def spread(items: list, limit: int | None) -> list:
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic.atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _append_log(path: Path, record: dict) -> None:
@@ -293,9 +290,7 @@ def train(model: nn.Module, data: str | os.PathLike | TrainingTask, out: str | o
         optimizer.load_state_dict(state["optimizer"])
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
-        tmp = out / ".recipe.json.tmp"
-        tmp.write_text(json.dumps(recipe.to_dict(), indent=1))
-        os.replace(tmp, out / "recipe.json")
+        atomic.write_text(out / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
 
     crops = TrainingCrops(task.samples, preprocess, CropSettings(recipe.crop_size, tuple(recipe.scale_range)),
                           seed=recipe.seed, read_target=task.read_target)

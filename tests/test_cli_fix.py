@@ -52,7 +52,7 @@ def test_fix_writes_images_and_reports(tmp_path, tiny_detector_file):
         else:
             assert report["par_after"] < report["par_before"]
     assert regions > 0  # the tiny detector does find regions at this threshold, so the checks above ran
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".*tmp"))
 
 
 def test_fix_refuses_to_overwrite(tmp_path, tiny_detector_file, capsys):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 import torch
 
 from pal_core import load_detector
 from pal_core.inpainters import Inpainter
+from pal_core.verdicts import fix_line
 from pal_nodes import comfy_env
 from pal_nodes.inpainting import PALComfyInpainter, PALLoadInpainter, inpainter_choices
 from pal_nodes.refinement import (PALAutoFix, PALComposite, PALConnectedComponentCrop, PALCropsToSEGS,
@@ -123,14 +125,83 @@ def test_auto_fix_with_opencv_and_a_real_detector(tiny_detector_file):
     detector = load_detector(tiny_detector_file, device="cpu")
     (inpainter,) = PALLoadInpainter().load("opencv-telea", "", 30, 7.5, 0.99, "cpu", "fp32")
     images = torch.rand(2, 64, 80, 3)
-    fixed, artifact_mask, blend, report = PALAutoFix().fix(images, detector, inpainter, "", 0, 0.5, 1.5, 64,
-                                                          0.06, False, True)
+    fixed, artifact_mask, blend, report, summary = PALAutoFix().fix(images, detector, inpainter, "", 0, 0.5, 1.5,
+                                                                   64, 0.06, False, True)
     assert fixed.shape == images.shape and artifact_mask.shape == blend.shape == (2, 64, 80)
     assert torch.equal(artifact_mask.bool(), detector.mask(images))
     outside = blend == 0
     assert torch.equal(fixed[outside], images[outside])
     parsed = json.loads(report)
     assert len(parsed) == 2 and {"par_before", "par_after", "regions"} <= set(parsed[0])
+    lines = summary.splitlines()
+    assert lines[:2] == [fix_line(f"image {i}", parsed[i]) for i in range(2)]
+    assert lines[2].startswith("2 images: ")
+
+
+class MagentaDetector:
+    """Calls magenta pixels artifacts; has what the nodes need from a `Detector` (model, device, predict)."""
+
+    model = torch.nn.Identity()
+    device = torch.device("cpu")
+
+    def predict(self, images, progress=None):
+        if progress is not None:
+            progress(images.shape[0], images.shape[0])
+        r, g, b = images.unbind(-1)
+        return ((r > 0.9) & (g < 0.1) & (b > 0.9)).float()
+
+
+def test_auto_fix_reports_each_region_and_shows_progress_and_cancel_between_regions(monkeypatch):
+    images = torch.full((1, 96, 128, 3), 0.5)
+    images[0, 10:20, 10:20] = torch.tensor([1.0, 0.0, 1.0])
+    images[0, 70:80, 100:110] = torch.tensor([1.0, 0.0, 1.0])
+    updates, inpainted = [], []
+
+    class Interrupted(Exception):
+        pass
+
+    class Bar:
+        def __init__(self, total):
+            pass
+
+        def update_absolute(self, value, total, preview=None):
+            updates.append((value, total))
+
+    def throw_if_interrupted():
+        if cancel and inpainted:
+            raise Interrupted
+
+    class Grey(Inpainter):  # repaints the region grey: the artifact is gone
+        def _inpaint(self, crops, masks, prompts, seeds):
+            inpainted.append(seeds[0])
+            out = crops.clone()
+            out[masks > 0.5] = 0.5
+            return out
+
+    monkeypatch.setattr(comfy_env, "comfy_utils", types.SimpleNamespace(ProgressBar=Bar))
+    monkeypatch.setattr(comfy_env, "model_management", types.SimpleNamespace(
+        throw_exception_if_processing_interrupted=throw_if_interrupted, intermediate_device=lambda: torch.device("cpu")))
+    cancel = False
+    args = (images, MagentaDetector(), Grey(), "", 0, 0.5, 1.5, 64, 0.06, False, True)
+    fixed, _, _, report, summary = PALAutoFix().fix(*args)
+    assert updates[-1] == (4, 4) and len(updates) >= 4  # 1 image, 2 regions, 1 re-detection
+    assert summary.splitlines()[0] == ("image 0: PAR 0.0163 -> 0.0000; 2 of 2 regions fixed: #0 fixed (artifact px "
+                                       "100 -> 0), #1 fixed (artifact px 100 -> 0)")
+    cancel, inpainted[:] = True, []
+    with pytest.raises(Interrupted):
+        PALAutoFix().fix(*args)
+    assert inpainted == [0]  # cancelled after the first region
+
+
+def test_zoom_inpaint_summary_says_what_changed_per_region():
+    images, mask = blob_masks()
+    crops, crop_masks, plan = PALConnectedComponentCrop().crop(images, mask, **CROP_ARGS)
+    _, summary = PALZoomInpaint().inpaint(crops, crop_masks, Recorder(), "", 5, plan)
+    lines = summary.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("image 1 region #0: ") and "seed 5" in lines[0]
+    assert lines[3].startswith("image 2 region #2: ") and "seed 7" in lines[3] and "mean change" in lines[3]
+    _, summary = PALZoomInpaint().inpaint(crops, crop_masks, Identity(), "", 5, plan)
+    assert all("unchanged" in line for line in summary.splitlines())
 
 
 def test_inpainter_choices_list_model_folders(tmp_path, monkeypatch):

@@ -14,8 +14,11 @@ class MagentaDetector:
 
     calls = 0
 
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
+    def predict(self, images: torch.Tensor, progress=None) -> torch.Tensor:
         self.calls += 1
+        self.images_seen = getattr(self, "images_seen", 0) + images.shape[0]
+        if progress is not None:
+            progress(images.shape[0], images.shape[0])
         r, g, b = images.float().unbind(-1)
         return ((r > 0.9) & (g < 0.1) & (b > 0.9)).float()
 
@@ -83,11 +86,10 @@ def test_fixes_that_make_things_worse_are_reverted_per_region():
     add_blob(images, 0, 20, 30, 20, 30)
     add_blob(images, 0, 90, 100, 200, 210)
 
-    class WorsenSecond(Inpainter):
+    class WorsenSecond(Inpainter):  # region i gets seed i: the second region is made worse
         def _inpaint(self, crops, masks, prompts, seeds):
-            good = OpenCVInpainter().inpaint(crops, masks)
-            bad = PaintMagenta().inpaint(crops, masks)
-            return torch.stack([good[0], bad[1]])
+            return torch.stack([(PaintMagenta() if seed == 1 else OpenCVInpainter()).inpaint(crop[None], mask[None])[0]
+                                for crop, mask, seed in zip(crops, masks, seeds)])
 
     detector = MagentaDetector()
     result = refine(images, detector, WorsenSecond(), OPTIONS)
@@ -147,3 +149,44 @@ def test_a_full_mask_is_one_region_over_the_whole_image_when_allowed():
     assert [r.box for r in result.regions] == [(0, -8, 64, 56)]
     assert result.regions[0].area == 48 * 64 and result.regions[0].artifact_px_before == 48 * 64
     assert result.images.shape == images.shape and result.blend_mask.shape == (1, 48, 64)
+
+
+def test_only_changed_images_are_detected_again():
+    images = grey_images(3)
+    add_blob(images, 1, 40, 50, 60, 70)
+    detector = MagentaDetector()
+    result = refine(images, detector, OpenCVInpainter(), OPTIONS)
+    assert detector.calls == 2 and detector.images_seen == 3 + 1  # the batch once, then image 1 alone
+    assert result.par_after.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_progress_counts_images_regions_and_redetection_and_can_cancel():
+    images = grey_images(2)
+    add_blob(images, 0, 10, 16, 10, 16)
+    add_blob(images, 0, 60, 66, 90, 96)
+    calls = []
+    refine(images, MagentaDetector(), OpenCVInpainter(), OPTIONS, progress=lambda done, total: calls.append((done, total)))
+    # 2 images detected, then 2 regions inpainted (total known now: 2 + 2 + 1 re-detection), then image 0 again
+    assert calls[-1] == (5, 5)
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+    assert (3, 5) in calls and (4, 5) in calls
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_after_first_region(done, total):
+        if done == 3:
+            raise Cancelled
+
+    inpainted = []
+
+    class Counting(Inpainter):
+        def _inpaint(self, crops, masks, prompts, seeds):
+            inpainted.append(crops.shape[0])
+            return crops.clone()
+
+    try:
+        refine(images, MagentaDetector(), Counting(), OPTIONS, progress=cancel_after_first_region)
+    except Cancelled:
+        pass
+    assert inpainted == [1]  # the second region was never started

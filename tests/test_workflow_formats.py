@@ -15,7 +15,7 @@ from pal_core.workflow.formats import load, read_json
 from workflow_nodes import TEST_NODES
 
 DATA = Path(__file__).parent / "data" / "workflows"
-REGISTRY = build_registry(TEST_NODES, include_pack=False)
+REGISTRY = build_registry(TEST_NODES)
 
 
 def without_meta(prompt: dict) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import EntryPoint
 
 import numpy as np
 import pytest
@@ -11,10 +12,10 @@ from PIL import Image
 
 from pal_core.cli import main
 from pal_core.workflow import (NodeExecutionError, OverrideError, WorkflowValidationError, build_registry,
-                               run_workflow)
+                               installed_registry, plugins, run_workflow)
 from workflow_nodes import CALLS, TEST_NODES
 
-REGISTRY = build_registry(TEST_NODES, include_pack=False)
+REGISTRY = build_registry(TEST_NODES)
 
 
 def node(kind, **inputs):
@@ -258,8 +259,7 @@ def test_overrides_are_applied_then_validated(tmp_path):
 
 
 def test_cli_runs_a_workflow_with_set_and_json(tmp_path, capsys, monkeypatch):
-    import pal_core.workflow.registry as registry_module
-    monkeypatch.setattr(registry_module, "pack_mappings", lambda: (TEST_NODES, None))
+    monkeypatch.setattr(plugins, "load_node_packs", lambda: (TEST_NODES, []))
     path = tmp_path / "wf.json"
     path.write_text(json.dumps({"1": node("ImageSource"), "2": node("SaveImage", images=["1", 0],
                                                                      filename_prefix="cli")}))
@@ -283,8 +283,7 @@ def test_cli_runs_a_workflow_with_set_and_json(tmp_path, capsys, monkeypatch):
 
 
 def test_cli_lists_the_nodes_it_can_run(capsys, monkeypatch):
-    import pal_core.workflow.registry as registry_module
-    monkeypatch.setattr(registry_module, "pack_mappings", lambda: ({"PALThing": object}, None))
+    monkeypatch.setattr(plugins, "load_node_packs", lambda: ({"PALThing": object}, []))
     assert main(["run", "--list-nodes"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("core nodes") and "LoadImage" in lines[0] and "SaveImage" in lines[0]
@@ -293,12 +292,29 @@ def test_cli_lists_the_nodes_it_can_run(capsys, monkeypatch):
 
 
 def test_default_registry_has_core_nodes_and_reports_a_broken_pack(monkeypatch):
-    import pal_core.workflow.registry as registry_module
     registry = build_registry()
-    assert registry.origins["SaveImage"] == "core" and "LoadImage" in registry
-    monkeypatch.setattr(registry_module, "pack_mappings", lambda: ({}, "the PAL node pack could not be imported (x)"))
-    with pytest.raises(WorkflowValidationError, match="could not be imported"):
-        run_workflow({"1": node("PALDetect")}, registry=build_registry())
+    assert registry.origins["SaveImage"] == "core" and "LoadImage" in registry and "PALAutoFix" not in registry
+    broken = EntryPoint("broken", "no_such_module_for_pal_tests:NODE_CLASS_MAPPINGS", plugins.NODE_PACKS)
+    not_a_mapping = EntryPoint("odd", "json:dumps", plugins.NODE_PACKS)
+    works = EntryPoint("test", "workflow_nodes:TEST_NODES", plugins.NODE_PACKS)
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [broken, not_a_mapping, works] if group == plugins.NODE_PACKS else [])
+    classes, problems = plugins.load_node_packs()
+    assert classes == TEST_NODES
+    assert len(problems) == 2 and "'broken'" in problems[0] and "ModuleNotFoundError" in problems[0]
+    assert "'odd'" in problems[1] and "not a mapping" in problems[1]
+    with pytest.raises(WorkflowValidationError, match="could not be loaded") as caught:
+        run_workflow({"1": node("PALDetect")}, engine="builtin")
+    assert "pass --comfyui DIR" in str(caught.value)
+
+
+def test_the_pack_declares_its_nodes_and_the_comfyui_engine_as_entry_points():
+    from importlib.metadata import entry_points
+
+    import pal_nodes
+    packs = {point.name: point for point in entry_points(group=plugins.NODE_PACKS)}
+    assert packs["pal"].load() is pal_nodes.NODE_CLASS_MAPPINGS
+    assert "comfyui" in plugins.engine_names()
+    assert installed_registry().origins["PALAutoFix"] == "pack"
 
 
 def test_save_image_skips_a_file_that_appears_after_counting(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 from pal_core.workflow import WorkflowValidationError, build_registry, run_workflow
 from workflow_nodes import CALLS, TEST_NODES
 
-REGISTRY = build_registry(TEST_NODES, include_pack=False)
+REGISTRY = build_registry(TEST_NODES)
 
 
 def issues_of(workflow: dict, tmp_path) -> list[tuple]:
@@ -65,7 +65,7 @@ def test_type_mismatch_but_any_type_and_unions_fit(tmp_path):
         def run(self):
             return (None,)
 
-    registry = build_registry({**TEST_NODES, "Union": Union}, include_pack=False)
+    registry = build_registry({**TEST_NODES, "Union": Union})
     from pal_core.workflow.validation import validate
     validate({"1": node("Union"), "2": node("InvertMask", mask=["1", 0]), "3": node("Sink", value=["2", 0])},
              registry)  # a union output fits; "*" (Sink) takes anything
@@ -151,7 +151,7 @@ def test_a_node_class_whose_input_types_fails_is_reported(tmp_path):
         def INPUT_TYPES(cls):
             raise RuntimeError("model folder not configured")
 
-    registry = build_registry({**TEST_NODES, "Broken": Broken}, include_pack=False)
+    registry = build_registry({**TEST_NODES, "Broken": Broken})
     with pytest.raises(WorkflowValidationError) as caught:
         run_workflow({"1": node("Broken"), "2": node("PreviewImage", images=["1", 0])}, output_dir=tmp_path,
                      registry=registry)

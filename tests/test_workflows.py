@@ -1,5 +1,6 @@
 """Every example workflow the pack ships runs headless end to end (those that need no external weights)
-with the shipped default model, and its UI-format file gives the same outputs as its API twin."""
+with the shipped default model, with a plain `pal run FILE`, and its UI-format file gives the same
+outputs as its API twin. (On ComfyUI's engine: test_comfy_engine.py.)"""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import torch
 from PIL import Image
 
 from pal_core import load_detector
+from pal_core.cli import main
 from pal_core.imageio import read_image
-from pal_core.workflow import WorkflowValidationError, run_workflow
+from pal_core.workflow import WorkflowValidationError, installed_registry, run_workflow
 from pal_core.workflow.core_nodes import to_comfy_uint8
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
@@ -22,7 +24,12 @@ RUNNABLE = ["pal_detect_overlay", "pal_rank_seed_batch", "pal_autofix_opencv", "
 
 
 def run(path: Path, out: Path):
-    return run_workflow(path, input_dir=INPUTS, output_dir=out, progress=lambda line: None)
+    return run_workflow(path, input_dir=INPUTS, output_dir=out, engine="builtin", progress=lambda line: None)
+
+
+def comfyui_only_classes(name: str) -> set[str]:
+    api = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    return {node["class_type"] for node in api.values()} - set(installed_registry())
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -39,13 +46,19 @@ def test_every_workflow_has_its_twin_and_thumbnail():
 
 
 @pytest.mark.parametrize("name", RUNNABLE)
-def test_ui_and_api_twins_give_the_same_files(name, tmp_path):
-    ui = run(WORKFLOWS / f"{name}.json", tmp_path / "ui")
+def test_ui_and_api_twins_give_the_same_files(name, tmp_path, monkeypatch, capsys):
+    """The UI file runs with a plain `pal run FILE` (its images are found in input/ beside it)."""
+    monkeypatch.delenv("COMFYUI_PATH", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(WORKFLOWS / f"{name}.json"), "--json", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    ui_files = [Path(p) for p in summary["files"]]
+    assert summary["engine"] == "builtin" and summary["format"] == "ui"
     api = run(WORKFLOWS / "api" / f"{name}.json", tmp_path / "api")
-    assert ui.source_format == "ui" and api.source_format == "api"
-    assert ui.files and len(ui.files) == len(api.files)
-    for a, b in zip(sorted(ui.files), sorted(api.files)):
-        assert a.relative_to(tmp_path / "ui") == b.relative_to(tmp_path / "api")
+    assert api.source_format == "api"
+    assert ui_files and len(ui_files) == len(api.files)
+    for a, b in zip(sorted(ui_files), sorted(api.files)):
+        assert a.relative_to(tmp_path / "output") == b.relative_to(tmp_path / "api")
         assert np.array_equal(pixels(a), pixels(b))
 
 
@@ -86,7 +99,13 @@ def test_fixes_change_only_the_blended_pixels(name, fixed_node, blend, tmp_path)
     assert torch.equal(fixed[outside], original[outside])
 
 
-def test_checkpoint_workflow_names_the_comfyui_nodes_it_needs(tmp_path):
-    with pytest.raises(WorkflowValidationError) as error:
-        run(WORKFLOWS / "pal_autofix_checkpoint.json", tmp_path)
-    assert set(error.value.missing_node_types()) == {"CheckpointLoaderSimple", "CLIPTextEncode"}
+def test_examples_the_builtin_runtime_cannot_run_say_to_use_comfyui(tmp_path):
+    needing = {name: comfyui_only_classes(name) for name in sorted(p.stem for p in WORKFLOWS.glob("*.json"))}
+    assert set(RUNNABLE) == {name for name, classes in needing.items() if not classes}
+    assert needing["pal_autofix_checkpoint"] == {"CheckpointLoaderSimple", "CLIPTextEncode"}
+    for name, classes in needing.items():
+        if classes:
+            with pytest.raises(WorkflowValidationError) as error:
+                run(WORKFLOWS / f"{name}.json", tmp_path)
+            assert set(error.value.missing_node_types()) == classes
+            assert "pass --comfyui DIR" in str(error.value)

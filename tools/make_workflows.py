@@ -13,6 +13,7 @@ The thumbnails are outputs of running the API workflows headless with the shippe
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import tempfile
@@ -25,7 +26,8 @@ WORKFLOWS = ROOT / "workflows"
 INPUTS = WORKFLOWS / "input"
 sys.path.insert(0, str(ROOT))
 
-from pal_core.workflow import build_registry, run_workflow  # noqa: E402
+from pal_core import atomic  # noqa: E402
+from pal_core.workflow import installed_registry, run_workflow  # noqa: E402
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}  # the frontend adds a control_after_generate widget after these
@@ -213,27 +215,23 @@ def thumbnail(name: str, graph: dict, target: tuple[str, int] | None) -> Image.I
 def write(path: Path, content: bytes, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise SystemExit(f"{path} exists; pass --overwrite to replace the generated workflows")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(content)
-    tmp.replace(path)
+    atomic.write_bytes(path, content)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
-    classes = {**comfy_only_specs(), **dict(build_registry())}
+    classes = {**comfy_only_specs(), **dict(installed_registry())}
     for name, (title, graph, target, runnable) in GRAPHS.items():
         write(WORKFLOWS / "api" / f"{name}.json", (json.dumps(graph, indent=2) + "\n").encode(), args.overwrite)
         ui = to_ui(name, title, graph, classes)
         write(WORKFLOWS / f"{name}.json", (json.dumps(ui, indent=2) + "\n").encode(), args.overwrite)
         image = thumbnail(name, graph, target if runnable else None)
         image.thumbnail((320, 320))
-        tmp = WORKFLOWS / f".{name}.jpg"
-        image.save(tmp, quality=88)
-        write(WORKFLOWS / f"{name}.jpg", tmp.read_bytes(), args.overwrite)
-        tmp.unlink()
+        jpeg = io.BytesIO()
+        image.save(jpeg, format="JPEG", quality=88)
+        write(WORKFLOWS / f"{name}.jpg", jpeg.getvalue(), args.overwrite)
         print(f"wrote {name}: {len(graph)} nodes")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..checkpoint import CheckpointError
 from ..detector import Detector
@@ -51,3 +52,15 @@ def add_run_control_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue the run in --out with its saved recipe (recipe options given now are ignored)")
     parser.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+SHEET_MAX_ROWS = 64  # a contact sheet beyond this many images is too large to look at
+
+
+def sheet_problem(sheet: Path, overwrite: bool) -> str | None:
+    """Why --sheet cannot be written (checked before any work), or None."""
+    if sheet.suffix.lower() != ".png":
+        return f"--sheet must be a .png file, not {sheet}"
+    if sheet.exists() and not overwrite:
+        return f"{sheet} already exists (pass --overwrite to replace it)"
+    return None

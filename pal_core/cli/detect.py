@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 
 from ..imageio import ImageReadError, list_images, overlay, read_image, write_png
-from .common import add_model_arguments, load_detector_from_args
+from ..masks import binarize, par
+from ..refine import plan_regions
+from ..sheets import SheetRow, detect_row, draw_sheet
+from ..verdicts import DetectTally, detect_line
+from .common import SHEET_MAX_ROWS, add_model_arguments, load_detector_from_args, sheet_problem
+from .console import Console
 
 OUTPUT_KINDS = ("mask", "prob", "overlay")
 
@@ -23,6 +28,9 @@ def register(subparsers) -> None:
     add_model_arguments(parser)
     parser.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is an artifact")
     parser.add_argument("--out", type=Path, help="folder for the mask, probability and overlay PNGs")
+    parser.add_argument("--sheet", type=Path, metavar="FILE.png",
+                        help=f"draw a contact sheet: input, artifacts, probability, regions (first {SHEET_MAX_ROWS} images)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors on stderr")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(func=run)
 
@@ -53,29 +61,33 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         print("pal detect: no images found in " + " ".join(args.images), file=sys.stderr)
         return 2
-    if args.out is not None:
-        problems = check_outputs(args.out, images, args.overwrite)
-        if problems:
-            print("pal detect: nothing was written:\n  " + "\n  ".join(problems), file=sys.stderr)
-            return 2
+    problems = check_outputs(args.out, images, args.overwrite) if args.out is not None else []
+    if args.sheet is not None and (problem := sheet_problem(args.sheet, args.overwrite)):
+        problems.append(problem)
+    if problems:
+        print("pal detect: nothing was written:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
     detector = load_detector_from_args(args)
     if detector is None:
         return 2
 
-    failures = 0
+    console = Console("detect", len(images), args.quiet)
+    tally = DetectTally(args.threshold)
+    rows: list[SheetRow] = []
     for path in images:
         try:
             image = read_image(path)
         except ImageReadError as error:
-            failures += 1
-            print(f"pal detect: {error}", file=sys.stderr)
+            tally.add_failure()
+            console.error(str(error))
             print(json.dumps({"image": str(path), "error": str(error)}), flush=True)
+            console.image_done()
             continue
         prob = detector.predict([image])[0]
-        mask = prob > args.threshold
+        mask = binarize(prob, args.threshold)
         record = {
             "image": str(path),
-            "par": round(mask.float().mean().item(), 6),
+            "par": round(float(par(mask[None])[0]), 6),
             "width": image.shape[1],
             "height": image.shape[0],
             "max_prob": round(prob.max().item(), 6),
@@ -88,7 +100,18 @@ def run(args: argparse.Namespace) -> int:
             write_png(paths["overlay"], overlay(image, mask.float()), overwrite=args.overwrite)
             record["outputs"] = {kind: str(p) for kind, p in paths.items()}
         print(json.dumps(record), flush=True)
-    if failures:
-        print(f"pal detect: {failures} of {len(images)} images could not be read", file=sys.stderr)
-        return 1
-    return 0
+        tally.add(record)
+        boxes = [r.box for r in plan_regions(mask[None]).regions]  # what `pal fix` would repaint
+        console.line(detect_line(path.name, record, len(boxes)))
+        if args.sheet is not None and len(rows) < SHEET_MAX_ROWS:
+            rows.append(detect_row(path.name, image, mask, prob, boxes, record["par"]))
+        console.image_done()
+    console.close()
+    for line in tally.summary(str(args.out) if args.out is not None else None):
+        console.line(f"pal detect: {line}")
+    if tally.failed:
+        console.error(f"{tally.failed} of {tally.images} images could not be read")
+    if args.sheet is not None and rows:
+        write_png(args.sheet, draw_sheet(rows), overwrite=args.overwrite)
+        console.line(f"pal detect: contact sheet of {len(rows)} of {len(images)} images in {args.sheet}")
+    return 1 if tally.failed else 0

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from .. import atomic
 from ..crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
 from ..imageio import ImageReadError, list_images, read_image, to_uint8, write_png
-from ..inpainters import SPECS, make_inpainter
+from ..inpainters import SPECS, WEIGHT_FREE, make_inpainter
 from ..loading import load_detector
-from .common import add_model_arguments
 from ..refine import RefineOptions, refine
+from ..sheets import SheetRow, draw_sheet, fix_row
+from ..verdicts import FixTally, fix_line
+from .common import SHEET_MAX_ROWS, add_model_arguments, sheet_problem
+from .console import Console
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-redetect", action="store_true",
                         help="keep every fix without checking that it reduced the artifacts (one detector pass "
                              "instead of two or three)")
+    parser.add_argument("--sheet", type=Path, metavar="FILE.png",
+                        help=f"draw a before/after contact sheet (the first {SHEET_MAX_ROWS} images)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors on stderr")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(func=run)
 
@@ -73,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     targets = _output_names(paths, args.out)
     if isinstance(targets, str):
         return _fail(targets)
+    if args.sheet is not None and (problem := sheet_problem(args.sheet, args.overwrite)):
+        return _fail(problem)
     try:
         options = _options(args)
         detector = load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size)
@@ -80,27 +87,42 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:  # missing or unfit model files, bad settings
         return _fail(str(error))
 
-    failures = 0
-    progress = tqdm(paths, desc="fix", unit="image", disable=None, file=sys.stderr)
-    for path in progress:
+    console = Console("fix", len(paths), args.quiet, steps="step")
+    tally = FixTally(options.threshold, inpainter.name, tuple(s for s in WEIGHT_FREE if s != args.inpainter))
+    rows: list[SheetRow] = []
+    for path in paths:
         try:
-            _fix_one(path, targets[path], detector, inpainter, options, args)
+            report, row = _fix_one(path, targets[path], detector, inpainter, options, args, console,
+                                   want_row=args.sheet is not None and len(rows) < SHEET_MAX_ROWS)
         except (ImageReadError, FileExistsError, ValueError, OSError, RuntimeError) as error:  # one bad file, not the run
-            failures += 1
-            tqdm.write(f"pal fix: {path}: {error}" if str(path) not in str(error) else f"pal fix: {error}",
-                       file=sys.stderr)
-    if failures:
-        tqdm.write(f"pal fix: {failures} of {len(paths)} images failed", file=sys.stderr)
-    return 1 if failures else 0
+            tally.add_failure()
+            console.error(f"{path}: {error}" if str(path) not in str(error) else str(error))
+        else:
+            tally.add(report)
+            console.line(fix_line(path.name, report, report["output"]))
+            rows += [row] if row is not None else []
+        console.image_done()
+    console.close()
+    for line in tally.summary(str(args.out)):
+        console.line(f"pal fix: {line}")
+    if tally.failed:
+        console.error(f"{tally.failed} of {tally.images} images failed")
+    if args.sheet is not None and rows:
+        write_png(args.sheet, draw_sheet(rows), overwrite=args.overwrite)
+        shown = f"the first {len(rows)} of {len(paths)} images" if len(paths) > len(rows) else "every image"
+        console.line(f"pal fix: before/after sheet of {shown} in {args.sheet}")
+    return 1 if tally.failed else 0
 
 
-def _fix_one(path: Path, target: Path, detector, inpainter, options: RefineOptions, args: argparse.Namespace) -> None:
+def _fix_one(path: Path, target: Path, detector, inpainter, options: RefineOptions, args: argparse.Namespace,
+             console: Console, want_row: bool) -> tuple[dict, SheetRow | None]:
     report_path = target.with_suffix(".json")
     for output in (target, report_path):
         if output.exists() and not args.overwrite:
             raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
     image, alpha = read_image(path, with_alpha=True)
-    result = refine(image.unsqueeze(0), detector, inpainter, options, prompts=args.prompt, seed=args.seed)
+    result = refine(image.unsqueeze(0), detector, inpainter, options, prompts=args.prompt, seed=args.seed,
+                    progress=console.step_progress)
     fixed = result.images[0]
     if alpha is not None:  # keep the input's transparency
         write_png(target, np.dstack([to_uint8(fixed), to_uint8(alpha)]), overwrite=args.overwrite)
@@ -113,20 +135,16 @@ def _fix_one(path: Path, target: Path, detector, inpainter, options: RefineOptio
         **result.report()[0],
     }
     write_json(report_path, report, overwrite=args.overwrite)
+    row = None
+    if want_row:
+        row = fix_row(fix_line(path.name, report).split(";")[0], image, result.mask_before[0], fixed,
+                      result.attempted[0], report["regions"], report["par_before"], report["par_after"])
+    return report, row
 
 
 def write_json(path: Path, data: dict, overwrite: bool = False) -> Path:
     """Writes JSON through a temporary file renamed into place (no half-written reports)."""
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic.write_text(path, json.dumps(data, indent=2) + "\n", overwrite)
 
 
 def _output_names(paths: list[Path], out: Path) -> dict[Path, Path] | str:

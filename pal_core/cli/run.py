@@ -8,32 +8,51 @@ import sys
 import traceback
 from pathlib import Path
 
-from ..workflow import (NodeExecutionError, WorkflowError, WorkflowValidationError, build_registry,
-                        run_workflow)
+from ..workflow import NodeExecutionError, WorkflowError, WorkflowValidationError, installed_registry, run_workflow
+from ..workflow.engines import COMFYUI_ENV, ENGINES
+from ..workflow.errors import HostNodeError
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "run", help="run a saved ComfyUI workflow without ComfyUI",
-        description="Runs a workflow saved by ComfyUI (Save, or Save (API Format)) with the PAL nodes and "
-                    "our implementations of the core nodes it needs (LoadImage, SaveImage, ...). Everything "
-                    "is validated first; nothing runs if anything is wrong. Progress goes to stderr, a "
-                    "summary to stdout. Exit status: 0 done, 1 a node failed, 2 the workflow is not valid.")
+        "run", help="run a saved ComfyUI workflow headless (our runtime, or ComfyUI's engine in-process)",
+        description="Runs a workflow saved by ComfyUI (Save, or Save (API Format)). With ComfyUI (--comfyui DIR, "
+                    "$COMFYUI_PATH, or importable) it runs on ComfyUI's own engine in this process, with every "
+                    "node ComfyUI has (samplers, checkpoint loaders, custom packs); without, on our built-in "
+                    "runtime: the PAL nodes and our implementations of the core nodes they need (LoadImage, "
+                    "SaveImage, ...). Everything is validated first; nothing runs if anything is wrong. Progress "
+                    "goes to stderr, a summary to stdout. Exit status: 0 done, 1 a node failed, 2 the workflow "
+                    "is not valid (or cannot run here).")
     parser.add_argument("workflow", type=Path, nargs="?",
                         help="workflow .json file (UI or API format), or a PNG saved by ComfyUI or `pal run`")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="comfyui: ComfyUI's executor; builtin: our runtime; auto (default): comfyui when a "
+                             "ComfyUI is found, else builtin")
+    parser.add_argument("--comfyui", type=Path, metavar="DIR",
+                        help=f"ComfyUI's folder (the one with main.py); default ${COMFYUI_ENV}, else an importable "
+                             "ComfyUI. Run pal from ComfyUI's Python environment")
     parser.add_argument("--input-dir", type=Path,
-                        help="folder LoadImage reads from (default: the workflow file's folder)")
-    parser.add_argument("--output-dir", type=Path, default=Path("output"),
-                        help="folder SaveImage writes to (default: ./output); files are never overwritten")
+                        help="folder LoadImage reads from (default: input/ beside the workflow file if there is one, "
+                             "else the workflow's folder (builtin) or ComfyUI's input folder (comfyui))")
+    parser.add_argument("--output-dir", type=Path,
+                        help="folder SaveImage writes to (default: ./output (builtin) or ComfyUI's output folder); "
+                             "files are never overwritten")
     parser.add_argument("--preview-dir", type=Path,
-                        help="also write PreviewImage images here (default: they are not written)")
+                        help="also write PreviewImage images here (default: they are not kept)")
+    parser.add_argument("--models-dir", type=Path, metavar="DIR",
+                        help="a folder laid out like ComfyUI's models/ (checkpoints/, pal4vst/, ...), searched "
+                             "first")
+    parser.add_argument("--extra-model-paths", type=Path, action="append", default=[], metavar="YAML",
+                        help="comfyui engine: an extra_model_paths.yaml to load (repeatable; ComfyUI's own "
+                             "extra_model_paths.yaml is always loaded)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE_ID.INPUT=VALUE",
                         help="change an input for this run, e.g. --set 9.filename_prefix=fixed --set 3.seed=7 "
                              "(numbers and true/false are read as such; repeatable)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument("--traceback", action="store_true", help="when a node fails, print where in its code")
-    parser.add_argument("--list-nodes", action="store_true", help="list the node classes `pal run` can run, and exit")
+    parser.add_argument("--list-nodes", action="store_true",
+                        help="list the node classes the built-in runtime can run, and exit")
     parser.set_defaults(func=run)
 
 
@@ -43,7 +62,10 @@ def _progress(line: str) -> None:
 
 def _report_failure(args, error: WorkflowError, status: str) -> None:
     if args.traceback and isinstance(error, NodeExecutionError):
-        traceback.print_exception(error.cause, file=sys.stderr)
+        if isinstance(error.cause, HostNodeError):  # the node ran in ComfyUI, which keeps the traceback as text
+            print(error.cause.traceback_text, file=sys.stderr, end="")
+        else:
+            traceback.print_exception(error.cause, file=sys.stderr)
     print(f"pal run: {error}", file=sys.stderr)
     if args.json:
         record = {"status": status, "error": error.summary, "problems": error.problems}
@@ -65,16 +87,17 @@ def _list_nodes(registry) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    registry = build_registry()
     if args.list_nodes:
-        _list_nodes(registry)
+        _list_nodes(installed_registry())
         return 0
     if args.workflow is None:
         print("pal run: give a workflow file (or --list-nodes)", file=sys.stderr)
         return 2
     try:
         result = run_workflow(args.workflow, input_dir=args.input_dir, output_dir=args.output_dir,
-                              overrides=args.overrides, preview_dir=args.preview_dir, registry=registry,
+                              overrides=args.overrides, preview_dir=args.preview_dir, engine=args.engine,
+                              comfyui=args.comfyui, models_dir=args.models_dir,
+                              extra_model_paths=args.extra_model_paths,
                               progress=None if args.quiet else _progress)
     except NodeExecutionError as error:
         _report_failure(args, error, "failed")
@@ -91,5 +114,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         for path in result.files:
             print(f"wrote {path}")
-        print(f"{len(result.nodes)} nodes ran in {result.seconds:.2f} s; {len(result.files)} file(s) written")
+        print(f"{len(result.nodes)} nodes ran in {result.seconds:.2f} s on the {result.engine} engine; "
+              f"{len(result.files)} file(s) written")
     return 0

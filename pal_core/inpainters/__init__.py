@@ -15,7 +15,8 @@ from .opencv import OpenCVInpainter
 
 __all__ = ["Inpainter", "OpenCVInpainter", "make_inpainter"]
 
-SPECS = ("opencv", "opencv-ns", "diffusers:PATH")
+WEIGHT_FREE = ("opencv", "opencv-ns")  # inpainters that need no model file
+SPECS = (*WEIGHT_FREE, "diffusers:PATH")
 
 
 def make_inpainter(spec: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,

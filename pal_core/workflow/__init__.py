@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable
 
-from . import formats, overrides as overrides_module
+from . import engines, formats, overrides as overrides_module, plugins
 from .context import RunContext, running
 from .errors import Issue, NodeExecutionError, WorkflowError, WorkflowFormatError, WorkflowValidationError
 from .executor import NodeRecord, RunResult, execute
@@ -27,7 +27,7 @@ from .validation import ValidatedWorkflow, validate
 __all__ = [
     "Issue", "LoadedWorkflow", "NodeExecutionError", "NodeRecord", "NodeRegistry", "OverrideError",
     "RunResult", "ValidatedWorkflow", "WorkflowError", "WorkflowFormatError", "WorkflowValidationError",
-    "build_registry", "prepare_workflow", "run_workflow",
+    "build_registry", "default_input_dir", "installed_registry", "prepare_workflow", "run_workflow",
 ]
 
 
@@ -38,9 +38,17 @@ def _read(workflow: str | os.PathLike | Mapping) -> tuple[dict, Path | None]:
     return formats.read_workflow_file(path), path.resolve().parent
 
 
+def default_input_dir(base_dir: Path | None) -> Path:
+    """Where LoadImage looks when no input folder is given: `input/` beside the workflow file if there is
+    one (the examples keep their images there), else the file's own folder, else the current folder."""
+    if base_dir is None:
+        return Path.cwd()
+    return base_dir / "input" if (base_dir / "input").is_dir() else base_dir
+
+
 def _context(base_dir: Path | None, input_dir, output_dir, preview_dir) -> RunContext:
     return RunContext(
-        input_dir=Path(input_dir).absolute() if input_dir is not None else (base_dir or Path.cwd()),
+        input_dir=Path(input_dir).absolute() if input_dir is not None else default_input_dir(base_dir),
         output_dir=Path(output_dir).absolute() if output_dir is not None else Path.cwd() / "output",
         preview_dir=Path(preview_dir).absolute() if preview_dir is not None else None,
     )
@@ -48,7 +56,8 @@ def _context(base_dir: Path | None, input_dir, output_dir, preview_dir) -> RunCo
 
 def prepare_workflow(workflow, context: RunContext, overrides=None,
                      registry: Mapping[str, type] | None = None) -> tuple[LoadedWorkflow, ValidatedWorkflow]:
-    """Read, override and validate (inside `context`, whose folders some nodes check); runs nothing."""
+    """Read, override and validate (inside `context`, whose folders some nodes check); runs nothing.
+    `registry`: the node classes (default: the core nodes only)."""
     registry = registry if registry is not None else build_registry()
     data, _ = _read(workflow)
     with running(context):
@@ -67,26 +76,56 @@ def prepare_workflow(workflow, context: RunContext, overrides=None,
     return loaded, validated
 
 
-def run_workflow(workflow: str | os.PathLike | Mapping, input_dir=None, output_dir=None, overrides=None, *,
-                 preview_dir=None, registry: Mapping[str, type] | None = None,
-                 extra_nodes: Mapping[str, type] | None = None,
-                 progress: Callable[[str], None] | None = None) -> RunResult:
-    """Runs a workflow (a .json file, a PNG saved by ComfyUI, or a dict). Input files are looked up in
-    `input_dir`, else beside the workflow file (else the current folder); outputs go to `output_dir`
-    (default ./output).
+def installed_registry(extra_nodes: Mapping[str, type] | None = None) -> NodeRegistry:
+    """Core nodes + the classes of every installed node pack (plugins.py) + `extra_nodes`."""
+    nodes, problems = plugins.load_node_packs()
+    return build_registry(extra_nodes, nodes=nodes, problems=problems)
 
-    `registry`: the node classes to use (default: core nodes + the PAL node pack); `extra_nodes` are
-    added to it. Raises WorkflowFormatError, OverrideError, WorkflowValidationError (nothing ran) or
+
+def run_workflow(workflow: str | os.PathLike | Mapping, input_dir=None, output_dir=None, overrides=None, *,
+                 preview_dir=None, engine: str = "auto", comfyui: str | os.PathLike | None = None,
+                 models_dir=None, extra_model_paths=(), nodes: Mapping[str, type] | None = None,
+                 registry: Mapping[str, type] | None = None, extra_nodes: Mapping[str, type] | None = None,
+                 progress: Callable[[str], None] | None = None) -> RunResult:
+    """Runs a workflow (a .json file, a PNG saved by ComfyUI, or a dict).
+
+    `engine`: "builtin" (our runtime: core nodes + node packs, no ComfyUI), "comfyui" (ComfyUI's own
+    executor in this process: `comfyui` is its folder, else $COMFYUI_PATH, else an importable one) or
+    "auto" (comfyui when a ComfyUI is found, else builtin).
+    Input files: `input_dir`, else `input/` beside the workflow file, else (builtin) the file's folder or
+    (comfyui) ComfyUI's input folder. Outputs: `output_dir`, else ./output (builtin) or ComfyUI's.
+    `models_dir`: a folder laid out like ComfyUI's models/; `extra_model_paths`: ComfyUI yaml files.
+
+    Built-in runtime only: `nodes` are the node classes beyond the core ones (default: those of the
+    installed node packs), or `registry` gives every class; `extra_nodes` are added.
+    Raises WorkflowFormatError, OverrideError, WorkflowValidationError (nothing ran) or
     NodeExecutionError (a node failed; `.partial` holds what had run).
     """
+    if engine == "auto" and (registry is not None or nodes is not None or extra_nodes):
+        engine = "builtin"  # node classes given: only the built-in runtime takes them
+    chosen, plugin, comfyui_dir = engines.choose_engine(engine, comfyui)
+    if chosen == "comfyui":
+        if registry is not None or nodes is not None or extra_nodes:
+            raise ValueError("nodes, registry and extra_nodes are for the builtin engine; ComfyUI loads its own "
+                             "nodes (core, comfy_extras, custom_nodes/)")
+        data, base_dir = _read(workflow)
+        job = engines.EngineJob(data, base_dir, _absolute(input_dir), _absolute(output_dir), _absolute(preview_dir),
+                                _absolute(models_dir), [Path(p).absolute() for p in extra_model_paths],
+                                overrides, progress, comfyui_dir)
+        return plugin.run(job)
     if registry is None:
-        registry = build_registry(extra_nodes)
+        registry = installed_registry(extra_nodes) if nodes is None else build_registry(extra_nodes, nodes=nodes)
     elif extra_nodes:
         registry = {**dict(registry), **dict(extra_nodes)}
     data, base_dir = _read(workflow)
     context = _context(base_dir, input_dir, output_dir, preview_dir)
-    loaded, validated = prepare_workflow(data, context, overrides, registry)
-    result = execute(validated, context, progress)
+    with engines.models_folder(models_dir):
+        loaded, validated = prepare_workflow(data, context, overrides, registry)
+        result = execute(validated, context, progress)
     result.source_format = loaded.source_format
     result.warnings = list(loaded.warnings) + list(getattr(registry, "problems", []))
     return result
+
+
+def _absolute(path) -> Path | None:
+    return Path(path).absolute() if path is not None else None

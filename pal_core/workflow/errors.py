@@ -46,10 +46,16 @@ class Issue:
                 "type": self.kind, "message": self.message}
 
 
-class WorkflowValidationError(WorkflowError):
-    """The workflow was read but would not run; nothing was executed."""
+BUILTIN_MISSING_HINT = ("the built-in runtime has only the PAL nodes and a few core nodes (`pal run --list-nodes`); "
+                        "run this workflow on ComfyUI's engine: pass --comfyui DIR (ComfyUI's folder) or set "
+                        "COMFYUI_PATH")
 
-    def __init__(self, issues: list[Issue]):
+
+class WorkflowValidationError(WorkflowError):
+    """The workflow was read but would not run; nothing was executed. `missing_hint` says what to do
+    about node classes the engine does not have."""
+
+    def __init__(self, issues: list[Issue], missing_hint: str = BUILTIN_MISSING_HINT):
         self.issues = list(issues)
         count = len(self.issues)
         summary = f"the workflow is not valid ({count} problem{'s' if count != 1 else ''}); nothing was run"
@@ -57,8 +63,7 @@ class WorkflowValidationError(WorkflowError):
         if missing:
             summary += "; missing node types: " + "; ".join(
                 f"{kind} (node{'s' if len(ids) > 1 else ''} {', '.join(ids)})" for kind, ids in missing.items())
-            summary += (" (`pal run --list-nodes` shows the nodes it has; a workflow that needs others must run "
-                        "in ComfyUI)")
+            summary += f". {missing_hint[0].upper()}{missing_hint[1:]}"
         super().__init__(summary, [str(issue) for issue in self.issues])
 
     def missing_node_types(self) -> dict[str, list[str]]:
@@ -78,4 +83,15 @@ class NodeExecutionError(WorkflowError):
         self.class_type = class_type
         self.cause = cause
         self.partial = partial
-        super().__init__(f"node {node_id} ({class_type}) failed: {type(cause).__name__}: {cause}")
+        kind = cause.exception_type if isinstance(cause, HostNodeError) else type(cause).__name__
+        super().__init__(f"node {node_id} ({class_type}) failed: {kind}: {cause}")
+
+
+class HostNodeError(Exception):
+    """What a node raised inside a host engine (ComfyUI), which reports it as text: the exception's type
+    name, message and formatted traceback."""
+
+    def __init__(self, exception_type: str, message: str, traceback_text: str = ""):
+        super().__init__(message)
+        self.exception_type = exception_type
+        self.traceback_text = traceback_text

@@ -44,6 +44,7 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     source_format: str = "api"
+    engine: str = "builtin"  # or "comfyui"
 
     def output(self, node_id: str | int, slot: int = 0) -> list:
         """The values a node produced at an output slot (a list: one item per call, or list items)."""
@@ -56,6 +57,7 @@ class RunResult:
         """JSON-ready: files written and the time of each node."""
         return {
             "status": "ok",
+            "engine": self.engine,
             "format": self.source_format,
             "files": [str(path) for path in self.files],
             "nodes": [{"id": record.node_id, "class_type": record.class_type, "seconds": round(record.seconds, 4),
@@ -86,7 +88,7 @@ def execute(workflow: ValidatedWorkflow, context: RunContext,
                 raise NodeExecutionError(node_id, spec.class_type, error, partial=result) from error
             seconds = time.perf_counter() - node_start
             result.nodes[node_id] = NodeRecord(node_id, spec.class_type, seconds, len(returned), outputs, ui)
-            result.files += [path for path in _written_files(ui, context) if path not in result.files]
+            result.files += [path for path in written_files(ui, context) if path not in result.files]
             if progress:
                 progress(f"[{index}/{len(workflow.order)}] node {node_id} {spec.class_type}: {seconds:.2f} s")
     result.seconds = time.perf_counter() - start
@@ -148,7 +150,7 @@ def _check_result(value, spec: NodeSpec) -> tuple:
     return tuple(value)
 
 
-def _written_files(ui: dict, context: RunContext) -> list[Path]:
+def written_files(ui: dict, context: RunContext) -> list[Path]:
     """Files a node reports in its ui as ComfyUI's save nodes do: {"filename", "subfolder", "type"}."""
     folders = {"output": context.output_dir, "temp": context.preview_dir}
     found = []

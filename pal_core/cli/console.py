@@ -1,0 +1,62 @@
+"""What `pal detect` and `pal fix` tell a person on stderr while they work.
+
+A progress bar (images, and the current image's regions for fixes) only when stderr is a terminal:
+in a log or a pipe it would be noise. The line per image, the summary and the advice are printed
+either way, unless `--quiet`; errors are always printed. JSON results never go here (stdout / files).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from tqdm import tqdm
+
+
+class Console:
+    def __init__(self, command: str, total: int, quiet: bool = False, stream: TextIO | None = None,
+                 steps: str | None = None):
+        """`total` images; `steps` names the units of the per-image bar (e.g. "step" for a fix's
+        detection, regions and re-detection), None for no per-image bar."""
+        self.command = command
+        self.quiet = quiet
+        self.stream = stream if stream is not None else sys.stderr
+        show = not quiet and _is_terminal(self.stream)
+        self._bar = tqdm(total=total, desc=command, unit="image", file=self.stream, disable=not show,
+                         dynamic_ncols=True)
+        self._steps = (tqdm(total=0, desc="  this image", unit=steps, file=self.stream, disable=not show,
+                            leave=False, position=1, dynamic_ncols=True, bar_format="{desc}: {n}/{total} {unit}s")
+                       if steps else None)
+
+    def line(self, text: str) -> None:
+        """A line for the person (hidden by --quiet), printed above the bars."""
+        if not self.quiet:
+            tqdm.write(text, file=self.stream)
+
+    def error(self, text: str) -> None:
+        """Always printed, --quiet or not."""
+        tqdm.write(f"pal {self.command}: {text}", file=self.stream)
+
+    def step_progress(self, done: int, total: int) -> None:
+        """A progress(done, total) callback for the work on the current image."""
+        if self._steps is not None and not self._steps.disable:
+            self._steps.total = total
+            self._steps.n = done
+            self._steps.refresh()
+
+    def image_done(self) -> None:
+        self._bar.update(1)
+        if self._steps is not None and not self._steps.disable:
+            self._steps.reset(total=0)
+
+    def close(self) -> None:
+        if self._steps is not None:
+            self._steps.close()
+        self._bar.close()
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # closed or not a real stream
+        return False
