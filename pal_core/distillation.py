@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from . import atomic
 from .checkpoint import DetectorCheckpoint, read_detector_file, save_detector_file
 from .detector import Detector, DetectorInfo
 from .devices import resolve_device
@@ -212,9 +213,7 @@ class TeacherCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         about = self.folder / "teacher.json"
         if not about.is_file():
-            tmp = about.with_name(f".teacher.json.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.identity, indent=1))
-            os.replace(tmp, about)
+            atomic.write_text(about, json.dumps(self.identity, indent=1))
         todo = [image for image in images if not self.path(image).is_file()]
         unreadable: list[tuple[str, str]] = []
         started = time.perf_counter()
@@ -467,9 +466,7 @@ def distill(teacher: Detector | str | os.PathLike, images: Sequence[str | os.Pat
         start_agreement = measure_agreement(_as_detector(start, torch_device), held_out, cache,
                                             settings.threshold).to_dict()
         run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = start_file.with_name(f".{start_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(start_agreement, indent=1))
-        os.replace(tmp, start_file)
+        atomic.write_text(start_file, json.dumps(start_agreement, indent=1))
 
     task = distillation_task(train_images, held_out, cache, recipe, settings, name, start.preprocess)
     source = f"distilled by `pal distill` from {teacher.info.source} ({start.name} as the start)"

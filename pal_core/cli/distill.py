@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
+from .. import atomic
 from ..checkpoint import CheckpointError, DetectorCheckpoint
 from ..distillation import (DistillationError, DistillSettings, agreement_table, default_cache_dir, distill,
                             distill_recipe)
@@ -107,10 +107,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{report['images']['train']} training images, {report['images']['held_out']} held out; "
           f"{report['training']['steps']} steps in {report['training']['seconds'] / 60:.1f} min")
     print(agreement_table(report))
-    tmp = report_path.with_name(f".{report_path.name}.{os.getpid()}.tmp")
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, report_path)
+    atomic.write_text(report_path, json.dumps(report, indent=1), overwrite=args.overwrite)
     print(f"student: {result.out}; report: {report_path}")
     return 0
 
