@@ -104,7 +104,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def list_user_images(paths: Sequence[str | os.PathLike]) -> list[UserImage]:
     """The image files in `paths` (files, folders searched recursively), each content once."""
-    files = list_images(list(paths))
+    files = list_images([Path(p).expanduser() for p in paths])
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
         raise DistillationError(f"{missing[0]}: no such file or folder ({len(missing)} such paths in --images)")
