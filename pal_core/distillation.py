@@ -50,7 +50,7 @@ from .training import (Recipe, RunResult, TrainingTask, Validation, check_run_fo
 DEFAULT_MAP_SIZE = 256
 CACHE_ENV = "PAL_CACHE_DIR"
 CACHE_FORMAT = 1
-SYNTHETIC_TASK = "synthetic"  # samples with hard labels; every other sample's target is a teacher map
+TEACHER_TASK, SYNTHETIC_TASK = "teacher", "synthetic"  # targets: a teacher map; a hard label
 MIN_HELD_OUT = 2  # a rank correlation needs at least two images
 
 
@@ -82,6 +82,21 @@ class DistillSettings:
     synthetic: str | None = None  # a PAL4VST-layout dataset (e.g. `pal prepare-data`) mixed into training
     synthetic_share: float = 0.25  # of the training samples, when `synthetic` is given
     speed_images: int = 8  # held-out images both models are timed on at the end
+
+    def __post_init__(self):  # checked before anything runs
+        problems = []
+        if not 0 <= self.threshold < 1:
+            problems.append(f"threshold must be in [0, 1), not {self.threshold}")
+        if not 0 < self.held_out_share < 1:
+            problems.append(f"the held-out share must be between 0 and 1, not {self.held_out_share}")
+        if not 0 < self.synthetic_share < 1:
+            problems.append(f"the synthetic share must be between 0 and 1, not {self.synthetic_share}")
+        if self.map_size < 16:
+            problems.append(f"the teacher map size must be at least 16 pixels, not {self.map_size}")
+        if self.speed_images < 1:
+            problems.append(f"at least one image is needed to time the models, not {self.speed_images}")
+        if problems:
+            raise DistillationError("; ".join(problems))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,8 +307,6 @@ class Agreement:
 def measure_agreement(student: Detector, images: Sequence[UserImage], cache: TeacherCache,
                       threshold: float = 0.5) -> Agreement:
     """Student maps against the cached teacher maps of `images`, both at the cache's size."""
-    if not 0 <= threshold < 1:
-        raise DistillationError(f"the threshold must be in [0, 1), not {threshold}")
     level = threshold * 255.0
     counts, teacher_par, student_par = PixelCounts(), [], []
     for image, result in probability_maps(student, images, cache.map_size):
@@ -385,8 +398,6 @@ def read_target(sample: Sample) -> np.ndarray:
 
 def synthetic_samples(data: str | os.PathLike, teacher_samples: int, share: float, seed: int) -> list[Sample]:
     """Labelled samples from data/images/train, as many as make up `share` of the training samples."""
-    if not 0 < share < 1:
-        raise DistillationError(f"the synthetic share must be between 0 and 1, not {share}")
     available = list_samples(data, "train")
     wanted = min(len(available), round(teacher_samples * share / (1 - share)))
     chosen = np.random.default_rng([seed, 2]).choice(len(available), size=wanted, replace=False)
@@ -395,7 +406,7 @@ def synthetic_samples(data: str | os.PathLike, teacher_samples: int, share: floa
 
 def distillation_task(train_images: list[UserImage], held_out: list[UserImage], cache: TeacherCache,
                       recipe: Recipe, settings: DistillSettings, student_name: str, preprocess) -> TrainingTask:
-    samples = [Sample(image.path, cache.path(image), "teacher") for image in train_images]
+    samples = [Sample(image.path, cache.path(image), TEACHER_TASK) for image in train_images]
     if settings.synthetic:
         samples += synthetic_samples(settings.synthetic, len(samples), settings.synthetic_share, recipe.seed)
     checked = spread(held_out, recipe.val_limit)

@@ -192,6 +192,8 @@ def test_bad_requests_fail_before_any_work(scene, tmp_path):
     with pytest.raises(DistillationError, match=".safetensors"):
         distill(teacher, [scene / "images"], tmp_path / "s.pth", cache_dir=tmp_path / "c", device="cpu")
     assert not (tmp_path / "c").exists()
+    with pytest.raises(DistillationError, match="threshold.*held-out share"):
+        DistillSettings(threshold=1.5, held_out_share=0)
 
 
 def test_held_out_split_is_fixed_by_content():
@@ -225,8 +227,9 @@ def test_distillation_loss_ignores_nan_and_matches_binary_cross_entropy():
 
 def test_cli_distills_and_the_student_works_in_detect_and_rank(scene, tmp_path, capsys):
     out = tmp_path / "cli_student.safetensors"
+    start = save_detector_file(tiny_student(), tmp_path / "start.safetensors")
     args = ["distill", "--teacher", str(scene / "teacher.safetensors"), "--images", str(scene / "images"),
-            "--out", str(out), "--student", "random", "--teacher-input-size", str(SIZE), "--cache",
+            "--out", str(out), "--student", str(start), "--teacher-input-size", str(SIZE), "--cache",
             str(scene / "cache"), "--held-out", "0.3", "--map-size", str(SIZE), "--steps", "2", "--batch-size", "2",
             "--crop-size", "48", "--workers", "0", "--val-every", "2", "--speed-images", "1", "--device", "cpu",
             "--quiet"]
@@ -239,8 +242,8 @@ def test_cli_distills_and_the_student_works_in_detect_and_rank(scene, tmp_path, 
     assert main(args) == 2
     assert "already exists" in capsys.readouterr().err
 
-    assert main(["detect", str(scene / "images" / "00.png"), "--model", str(out), "--device", "cpu"]) == 0
+    tiny = ["--model", str(out), "--device", "cpu", "--input-size", str(SIZE)]
+    assert main(["detect", str(scene / "images" / "00.png"), *tiny]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["model"] == "cli_student"
-    assert main(["rank", str(scene / "images"), "--model", str(out), "--device", "cpu", "--out",
-                 str(tmp_path / "scores.jsonl"), "--no-progress"]) == 0
+    assert main(["rank", str(scene / "images"), *tiny, "--out", str(tmp_path / "scores.jsonl"), "--no-progress"]) == 0
     assert len((tmp_path / "scores.jsonl").read_text().splitlines()) == IMAGES

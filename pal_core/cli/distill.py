@@ -85,10 +85,10 @@ def run(args: argparse.Namespace) -> int:
         head_lr_mult=args.head_lr_mult, warmup_steps=args.warmup_steps, dice_weight=args.dice_weight,
         val_every=args.val_every, val_limit=args.val_limit, save_every=args.save_every, workers=args.workers,
         seed=args.seed)
-    settings = DistillSettings(threshold=args.threshold, held_out_share=args.held_out, map_size=args.map_size,
-                               synthetic=args.synthetic, synthetic_share=args.synthetic_share,
-                               speed_images=args.speed_images)
     try:
+        settings = DistillSettings(threshold=args.threshold, held_out_share=args.held_out, map_size=args.map_size,
+                                   synthetic=args.synthetic, synthetic_share=args.synthetic_share,
+                                   speed_images=args.speed_images)
         teacher = load_detector(args.teacher, device=args.device, dtype=args.teacher_dtype,
                                 input_size=args.teacher_input_size, batch_size=args.teacher_batch_size)
         student = _fresh_student(args.student) if args.student in FRESH_STUDENTS else args.student
