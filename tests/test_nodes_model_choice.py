@@ -98,8 +98,8 @@ def test_node_reports_name_the_model(models_dir):
 
     detector = PALLoadDetector().load("mine.safetensors", "cpu", "fp32", 64, False)[0]
     images = torch.rand(2, 32, 32, 3)
-    assert json.loads(PALRankByPAR().rank(detector, images, 1, 1.0, 0.5)[4])["model"] == "tiny"
+    assert json.loads(PALRankByPAR().rank(detector, images, 1, 1.0, 0.5)["result"][4])["model"] == "tiny"
     assert [r["model"] for r in json.loads(PALPARScore().score(0.5, images, detector)["result"][1])] == ["tiny"] * 2
     assert "model" not in json.loads(PALPARScore().score(0.5, mask=torch.zeros(1, 8, 8))["result"][1])[0]
-    report = PALAutoFix().fix(images, detector, make_inpainter("opencv"), "", 0, 0.5, 1.5, 64, 0.1, False, True)[3]
+    report = PALAutoFix().fix(images, detector, make_inpainter("opencv"), "", 0, 0.5, 1.5, 64, 0.1, False, True)["result"][3]
     assert [r["model"] for r in json.loads(report)] == ["tiny"] * 2
