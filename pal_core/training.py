@@ -59,6 +59,10 @@ class Recipe:
     log_every: int = 10
     workers: int = 1
     seed: int = 0
+    # Keep BatchNorm statistics as they are (the layers still learn their scale and shift): for runs that
+    # start from a trained model with small batches, whose noisy batch statistics would otherwise drift
+    # the running ones away from what the model was trained with.
+    freeze_batchnorm: bool = False
     train_split: str = "train"
     val_split: str = "val"
 
@@ -239,6 +243,14 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
 
 
+def set_training_mode(model: nn.Module, recipe: Recipe) -> None:
+    model.train()
+    if recipe.freeze_batchnorm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def check_run_folder(out: str | os.PathLike, resume: bool, overwrite: bool) -> None:
     """Raises TrainingError when `out` cannot be used as asked: nothing to resume, or a run to keep."""
     out = Path(out)
@@ -283,7 +295,8 @@ def train(model: nn.Module, data: str | os.PathLike | TrainingTask, out: str | o
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         start_step, best_score = int(state["step"]), float(state["best_score"])
         recipe = Recipe.from_dict(json.loads((out / "recipe.json").read_text()))
-    model = model.to(device).train()
+    model = model.to(device)
+    set_training_mode(model, recipe)
     optimizer = torch.optim.AdamW(parameter_groups(model, recipe), lr=recipe.lr, betas=recipe.betas,
                                   weight_decay=recipe.weight_decay)
     if resume:
@@ -341,7 +354,7 @@ def train(model: nn.Module, data: str | os.PathLike | TrainingTask, out: str | o
         check = None
         if task.validate is not None and (step % recipe.val_every == 0 or step == recipe.steps):
             check = task.validate(model, device)
-            model.train()
+            set_training_mode(model, recipe)
             _append_log(log_path, {"step": step, "validation": check.overall, "score": check.score, **check.details})
             if bar is not None:
                 bar.write(f"step {step}: {check.line}")

@@ -82,7 +82,7 @@ def tiny_student(seed: int = 0) -> DetectorCheckpoint:
 
 def tiny_recipe(**changes):
     values = dict(steps=60, batch_size=4, crop_size=48, lr=1e-3, warmup_steps=2, dice_weight=0.0, val_every=30,
-                  save_every=10, log_every=10, workers=0)
+                  save_every=10, log_every=10, workers=0, freeze_batchnorm=False)  # a random student
     values.update(changes)
     return distill_recipe(**values)
 

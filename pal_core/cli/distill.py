@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps, batch_size=args.batch_size, crop_size=args.crop_size, lr=args.lr,
         head_lr_mult=args.head_lr_mult, warmup_steps=args.warmup_steps, dice_weight=args.dice_weight,
         val_every=args.val_every, val_limit=args.val_limit, save_every=args.save_every, workers=args.workers,
-        seed=args.seed)
+        seed=args.seed, freeze_batchnorm=args.student not in FRESH_STUDENTS)
     try:
         settings = DistillSettings(threshold=args.threshold, held_out_share=args.held_out, map_size=args.map_size,
                                    synthetic=args.synthetic, synthetic_share=args.synthetic_share,
