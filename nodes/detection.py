@@ -64,7 +64,8 @@ class PALLoadDetector:
     RETURN_TYPES = ("PAL_DETECTOR", "STRING")
     RETURN_NAMES = ("detector", "model_info")
     OUTPUT_TOOLTIPS = ("The detector, for Detect Artifacts, PAR Score, Rank by PAR and Auto Fix.",
-                       "Which model was loaded and from where; says so when the default fell back to pal-lite.")
+                       "Which model was loaded and from where; says so when the default fell back to pal-lite "
+                       "(also shown on the node).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -106,8 +107,8 @@ class PALLoadDetector:
             source = comfy_env.model_path(comfy_env.DETECTOR_FOLDER, model)
         torch_device = comfy_env.torch_device() if device == "auto" else device
         detector = load_detector(source, device=torch_device, dtype=precision, input_size=input_size or None)
-        info = f"{detector.name} ({detector.info.format}) from {detector.info.source}"
-        return detector, info + (f"\n{notice}" if notice else "")
+        lines = [f"{detector.name} ({detector.info.format}) from {detector.info.source}", *([notice] if notice else [])]
+        return shown((detector, "\n".join(lines)), lines)
 
 
 class PALDetectArtifacts:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 
-from pal_core.inpainters import Inpainter, OpenCVInpainter, make_inpainter
+from pal_core.inpainters import Inpainter, available_weight_free, make_inpainter
 
 from . import comfy_env
 
 INPAINTERS_CATEGORY = "PAL/fix/inpainters"
 DEPRECATED_CATEGORY = "PAL/deprecated"
-OPENCV_CHOICES = ["opencv-telea", "opencv-ns"]
+OPENCV_CHOICES = list(available_weight_free())  # the default first; xphoto ones where opencv-contrib is installed
 DIFFUSERS_PREFIX = "diffusers/"
 CHECKPOINT_PREFIX = "checkpoints/"
 
@@ -59,7 +59,8 @@ def resolve_diffusers_path(choice: str) -> str:
 
 
 def load_opencv(method: str, radius: float) -> Inpainter:
-    return OpenCVInpainter(method, radius or None)
+    """`method` as the CLI spells it without "opencv-" (e.g. "fsr-fast@128"); radius 0: scaled with the crop."""
+    return make_inpainter(f"opencv-{method}", radius=radius or None)
 
 
 def load_diffusers(choice: str, device: str, precision: str, **settings) -> Inpainter:
@@ -89,7 +90,7 @@ STRENGTH = ("FLOAT", {"default": 0.99, "min": 0.01, "max": 1.0, "step": 0.01,
 
 
 class PALLoadOpenCVInpainter:
-    DESCRIPTION = ("OpenCV's classical inpainting for Zoom Inpaint and Auto Fix: fills each region from its "
+    DESCRIPTION = ("OpenCV's inpainting for Zoom Inpaint and Auto Fix: fills each region from its "
                    "surroundings. No model, no prompt, fast on any CPU; smooths rather than invents detail.")
     CATEGORY = INPAINTERS_CATEGORY
     FUNCTION = "load"
@@ -99,11 +100,14 @@ class PALLoadOpenCVInpainter:
 
     @classmethod
     def INPUT_TYPES(cls):
+        methods = [spec[len("opencv-"):] for spec in available_weight_free()]
         return {"required": {
-            "method": (["telea", "ns"], {"default": "telea", "tooltip": "telea: Telea's fast marching; ns: "
-                                                                       "Navier-Stokes (smoother along edges)."}),
+            "method": (methods, {"default": methods[0], "tooltip": (
+                "The first is the measured best (README: Which weight-free inpainter). fsr: frequency selective "
+                "reconstruction, fills with texture; @128: at most 128 px wide, fast. telea / ns: fast marching / "
+                "Navier-Stokes, smooth fills. shiftmap: copies patches, slow. fsr/shiftmap need opencv-contrib.")}),
             "radius": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.5,
-                                 "tooltip": "Pixels each filled pixel looks at. 0: 1% of the crop's side "
+                                 "tooltip": "telea / ns: pixels each filled pixel looks at. 0: 1% of the crop's side "
                                             "(at least 3), so zoomed-in crops are filled alike."}),
         }}
 
@@ -174,7 +178,7 @@ class PALLoadInpainter:
 
     def load(self, inpainter, negative_prompt, steps, guidance, strength, device, precision):
         if inpainter in OPENCV_CHOICES:
-            return (load_opencv("telea" if inpainter == "opencv-telea" else "ns", 0.0),)
+            return (load_opencv(inpainter[len("opencv-"):], 0.0),)
         return (load_diffusers(inpainter, device, precision, negative_prompt=negative_prompt, steps=steps,
                                guidance=guidance, strength=strength),)
 

@@ -210,7 +210,7 @@ def auto_fix(images, detector: Detector, inpainter: Inpainter, prompt: str, seed
     with comfy_env.model_on_device(detector.model, detector.device):
         result = refine(images, detector, inpainter, options, prompt, seed, progress=comfy_env.Progress(images.shape[0]))
     reports = result.report()
-    summary = fix_summary(reports, threshold, inpainter.name)
+    summary = fix_summary(reports, threshold, inpainter.name, getattr(detector, "name", ""))
     out = comfy_env.output_device()
     after = result.par_after if result.par_after is not None else result.par_before
     return shown((result.images.to(out), result.mask_before.float().to(out), result.blend_mask.to(out),

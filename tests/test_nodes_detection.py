@@ -23,7 +23,7 @@ def models_dir(tmp_path, monkeypatch, tiny_detector_file):
 
 @pytest.fixture
 def detector(models_dir):
-    return PALLoadDetector().load("tiny.safetensors", "cpu", "fp32", 512)[0]
+    return PALLoadDetector().load("tiny.safetensors", "cpu", "fp32", 512)["result"][0]
 
 
 def test_every_node_is_described_and_every_input_has_a_tooltip():
@@ -52,7 +52,7 @@ def test_loader_lists_models_folder_and_loads(models_dir, detector):
     choices = PALLoadDetector.INPUT_TYPES()["required"]["model"][0]
     assert choices[0] == "default" and "tiny.safetensors" in choices
     assert detector.name == "tiny" and detector.device.type == "cpu" and detector.input_size == 512
-    native = PALLoadDetector().load("tiny.safetensors", "cpu", "fp32", 0)[0]
+    native = PALLoadDetector().load("tiny.safetensors", "cpu", "fp32", 0)["result"][0]
     assert native.input_size is None and native.model is detector.model  # loaded once, reused
     with pytest.raises(FileNotFoundError, match="models/pal4vst"):
         PALLoadDetector().load("missing.safetensors", "cpu", "fp32", 512)

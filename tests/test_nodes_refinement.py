@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from pal_core import load_detector
-from pal_core.inpainters import Inpainter
-from pal_core.verdicts import fix_line
-from pal_nodes import comfy_env
+from pal_core.inpainters import Inpainter, available_weight_free, default_weight_free
 from pal_core.inpainters.diffusers import DiffusersInpainter
-from pal_nodes import inpainting
+from pal_core.verdicts import fix_line
+from pal_nodes import comfy_env, inpainting
 from pal_nodes.inpainting import (PALComfyInpainter, PALLoadDiffusersInpainter, PALLoadInpainter,
                                   PALLoadOpenCVInpainter, diffusion_choices, inpainter_choices)
 from pal_nodes.refinement import (PALAutoFix, PALAutoFixV2, PALComposite, PALConnectedComponentCrop, PALCropsToSEGS,
@@ -311,7 +310,12 @@ def test_inpainter_choices_list_model_folders(tmp_path, monkeypatch):
     (tmp_path / "checkpoints" / "sdxl_inpaint.safetensors").write_bytes(b"x")
     monkeypatch.setenv(comfy_env.MODELS_ENV, str(tmp_path))
     choices = inpainter_choices()
-    assert choices[:2] == ["opencv-telea", "opencv-ns"] and choices[2:] == diffusion_choices()
+    assert choices[:2] == list(available_weight_free()[:2]) and choices[0] == default_weight_free()
+    assert choices[len(available_weight_free()):] == diffusion_choices()
     assert PALLoadDiffusersInpainter.INPUT_TYPES()["required"]["model"][0] == diffusion_choices()
+    methods = PALLoadOpenCVInpainter.INPUT_TYPES()["required"]["method"][0]
+    assert ["opencv-" + m for m in methods] == list(available_weight_free())
+    assert PALLoadOpenCVInpainter().load(methods[0], 0.0)[0].name == default_weight_free()
+    assert PALLoadOpenCVInpainter().load("telea", 5.0)[0].radius == 5.0
     assert "diffusers/sd15-inpaint" in choices and "checkpoints/sdxl_inpaint.safetensors" in choices
     assert PALComfyInpainter.INPUT_TYPES()["required"]["sampler_name"][0]  # listed even outside ComfyUI

@@ -1,4 +1,4 @@
-// Shows what the PAL nodes measured (PAR per image; Auto Fix, Zoom Inpaint and Rank summaries) on the nodes.
+// Shows what the PAL nodes measured (the loaded model; PAR per image; Auto Fix, Zoom Inpaint and Rank summaries) on the nodes.
 //
 // The nodes return their numbers as `ui.text` (see nodes/display.py); ComfyUI hands that to
 // onExecuted after a run, but draws no text for a custom node by itself. Each such node gets a
@@ -9,7 +9,7 @@ import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 
-const NODES_WITH_RESULTS = new Set(["PALDetectArtifacts", "PALPARScore", "PALRankByPAR", "PALAutoFixV2", "PALAutoFix",
+const NODES_WITH_RESULTS = new Set(["PALLoadDetector", "PALDetectArtifacts", "PALPARScore", "PALRankByPAR", "PALAutoFixV2", "PALAutoFix",
   "PALZoomInpaintV2", "PALZoomInpaint"]);
 const WIDGET_NAME = "results";
 const PLACEHOLDER = "PAR per image appears here after a run";
