@@ -414,7 +414,7 @@ def distillation_task(train_images: list[UserImage], held_out: list[UserImage], 
 
     def check(model: nn.Module, device: torch.device) -> Validation:
         info = DetectorInfo(student_name, "training", "in-memory", model.architecture)
-        agreement = measure_agreement(Detector(model, info, preprocess, input_size=preprocess.input_size,
+        agreement = measure_agreement(Detector(model, info, preprocess,
                                                device=device), checked, cache, settings.threshold)
         return Validation(agreement.to_dict(), agreement.score, agreement.line())
 
@@ -517,7 +517,7 @@ def _student_checkpoint(student: DetectorCheckpoint | str | os.PathLike | None) 
 
 def _as_detector(checkpoint: DetectorCheckpoint, device: torch.device) -> Detector:
     info = DetectorInfo(checkpoint.name, checkpoint.source or "in-memory", "in-memory", checkpoint.model.architecture)
-    return Detector(checkpoint.model, info, checkpoint.preprocess, input_size=checkpoint.preprocess.input_size,
+    return Detector(checkpoint.model, info, checkpoint.preprocess,
                     device=device)
 
 

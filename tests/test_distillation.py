@@ -45,7 +45,7 @@ def train_teacher(images: list[np.ndarray], labels: list[np.ndarray]) -> torch.n
     behaviour of its own (imperfect, as real detectors are) that a student can learn."""
     model = make_tiny_model(seed=0).train()
     preprocess = Preprocess(input_size=SIZE)
-    x = torch.cat([preprocess(torch.from_numpy(i).float().div(255).unsqueeze(0), SIZE) for i in images])
+    x = torch.cat([preprocess(torch.from_numpy(i).float().div(255).unsqueeze(0)) for i in images])
     y = torch.from_numpy(np.stack(labels)).long()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(0)

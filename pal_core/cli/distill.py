@@ -14,7 +14,7 @@ from .. import atomic
 from ..checkpoint import CheckpointError, DetectorCheckpoint
 from ..distillation import (DistillationError, DistillSettings, agreement_table, default_cache_dir, distill,
                             distill_recipe)
-from ..loading import DEFAULT_MODEL, ModelNotFoundError, load_detector, read_checkpoint
+from ..loading import DEFAULT_MODEL, MODEL_INPUT_SIZE, ModelNotFoundError, load_detector, read_checkpoint
 from ..models.lite_fpn import LiteFPN, PretrainedWeightsError, load_imagenet_encoder
 from ..preprocess import Preprocess
 from ..segmentation_data import DatasetLayoutError
@@ -41,13 +41,14 @@ def register(subparsers) -> None:
                         "fresh pal_lite network with ImageNet encoder; needs the train extra) or 'random'")
     p.add_argument("--student-input-size", type=int, default=None,
                    help="square size the student trains and runs at (default: the start model's, 512 for pal_lite); "
-                        "256 runs ~4x fewer pixels. Run the student with --input-size of the same value")
+                        "256 runs ~4x fewer pixels (the size is saved in the student file)")
     p.add_argument("--name", default=None, help="name stored in the student (default: --out's file name)")
     p.add_argument("--report", default=None, help="agreement report JSON (default: <out>.agreement.json)")
     p.add_argument("--cache", default=None, help=f"teacher cache folder (default {default_cache_dir()})")
     p.add_argument("--run-dir", default=None, help="checkpoints and logs of the run (default: <out>.run/)")
-    p.add_argument("--teacher-input-size", default="512", type=parse_input_size,
-                   help="size the teacher runs at (PAL4VST: 512), or 'native'")
+    p.add_argument("--teacher-input-size", default=MODEL_INPUT_SIZE, type=parse_input_size,
+                   help="size the teacher runs at: 'model' (the size saved in its file; PAL4VST: 512), a size, "
+                        "or 'native'")
     p.add_argument("--teacher-dtype", default=None, choices=["fp32", "fp16", "bf16"], help="teacher precision (CUDA)")
     p.add_argument("--teacher-batch-size", type=int, default=4)
     p.add_argument("--threshold", type=float, default=settings.threshold, help="mask threshold for the agreement")
