@@ -111,8 +111,13 @@ def runs(comfy_install, tmp_path_factory):  # noqa: F811 (the fixture imported a
                        "--output-dir", str(out / "node_fails"),
                        "--set", f"{node_id_of(api_twin('pal_detect_overlay'), 'LoadImage')}.image=broken.png"],
     }
+    jobs["python"] = {"run_workflow": {"workflow": str(work / "mixed.json"), "engine": "comfyui",
+                                       "comfyui": str(comfy_install.source), "models_dir": str(models),
+                                       "output_dir": str(out / "python"), "overrides": {"5.seed": 8}},
+                      "outputs": [["6", 0], ["8", 0], ["8", 3], ["1", 0]]}
     for name in examples_builtin_can_run():  # plain `pal run FILE`: images from input/ beside the file
-        jobs[f"comfyui:{name}"] = ["run", str(WORKFLOWS / f"{name}.json"), *comfy, "--output-dir", str(out / "c" / name)]
+        jobs[f"comfyui:{name}"] = ["run", str(WORKFLOWS / f"{name}.json"), *comfy,
+                                   "--output-dir", str(out / "c" / name)]
         jobs[f"builtin:{name}"] = ["run", str(WORKFLOWS / f"{name}.json"), "--engine", "builtin", "--json",
                                    "--output-dir", str(out / "b" / name)]
     (work / "jobs.json").write_text(json.dumps(list(jobs.values())))
@@ -187,6 +192,20 @@ def test_a_graph_mixing_core_and_pal_nodes_runs(runs):
     untinted = (decoded == overlay).all(axis=2)
     assert untinted.any()  # the overlay is the decoded image, tinted only where artifacts were found
     assert "[1/10]" in result["stderr"] and "KSampler" in result["stderr"]  # progress per node
+
+
+def test_run_workflow_on_comfyui_returns_every_node_output(runs):
+    result = runs["results"]["python"]
+    assert isinstance(result["status"], dict), result["stderr"][-5000:]
+    report = result["status"]
+    assert report["engine"] == "comfyui" and len(report["files"]) == 2
+    outputs = report["outputs"]
+    (decoded,) = outputs["6:0"]
+    assert decoded["shape"] == [1, 64, 64, 3] and 0 <= decoded["min"] <= decoded["max"] <= 1
+    assert outputs["8:0"][0]["shape"] == [1, 64, 64]  # the artifact mask
+    (par,) = outputs["8:3"][0] if isinstance(outputs["8:3"][0], list) else outputs["8:3"]
+    assert 0.0 <= par <= 1.0
+    assert outputs["1:0"] == ["ModelPatcher"]  # ComfyUI's own objects come back as they are
 
 
 def test_comfyui_validation_errors_are_exit_2_with_node_class_and_input(runs):

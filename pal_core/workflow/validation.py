@@ -53,7 +53,7 @@ def validate(prompt: dict, classes: Mapping[str, type],
         issues.append(Issue(None, None, None, "prompt_no_outputs",
                             "the workflow has no output node (such as SaveImage or PreviewImage), so nothing "
                             "would run; add one, or unmute it"))
-    needed = _needed_nodes(prompt, outputs)
+    needed = needed_nodes(prompt, outputs)
     for node_id in sorted(needed, key=node_sort_key):
         if node_id in specs:
             issues += _check_node(node_id, prompt, specs, hints)
@@ -82,7 +82,8 @@ def _read_specs(prompt: dict, classes: Mapping[str, type], issues: list[Issue]) 
     return specs
 
 
-def _needed_nodes(prompt: dict, outputs: list[str]) -> set[str]:
+def needed_nodes(prompt: dict, outputs: list[str]) -> set[str]:
+    """The output nodes and everything they read from: what runs."""
     needed, stack = set(), list(outputs)
     while stack:
         node_id = stack.pop()
