@@ -72,7 +72,7 @@ def _read_specs(prompt: dict, classes: Mapping[str, type], issues: list[Issue]) 
         if cls is None:
             issues.append(Issue(node_id, class_type, None, "missing_node_type",
                                 f"no node class '{class_type}' is installed (neither a core node of `pal run` "
-                                "nor one of the PAL node pack)"))
+                                "nor one of an installed node pack)"))
             continue
         try:
             specs[node_id] = node_spec(class_type, cls)
