@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from pal_core import model_store
 from pal_core.workflow.engines import MODELS_ENV  # outside ComfyUI: a folder laid out like ComfyUI's models/
 
 # Inside ComfyUI, its modules are loaded before any custom node. The pack only uses them then, and never
@@ -34,9 +35,15 @@ def in_comfyui() -> bool:
 
 
 def register_model_folders() -> None:
-    """Registers models/pal4vst with ComfyUI (extra_model_paths.yaml can map it elsewhere)."""
+    """Registers models/pal4vst with ComfyUI (extra_model_paths.yaml can map it elsewhere), and tells
+    pal_core to find and install catalogue models there (it never imports ComfyUI itself)."""
     if folder_paths is not None and DETECTOR_FOLDER not in folder_paths.folder_names_and_paths:
         folder_paths.add_model_folder_path(DETECTOR_FOLDER, os.path.join(folder_paths.models_dir, DETECTOR_FOLDER))
+    model_store.register_folders(_detector_folders)
+
+
+def _detector_folders() -> list[str]:
+    return model_folders(DETECTOR_FOLDER)
 
 
 def _headless_folder(kind: str) -> Path | None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 
-from pal_core import Detector, available_models, load_detector
+from pal_core import Detector, catalogue, load_detector
+from pal_core.loading import default_model_notice, locate_model
 from pal_core.imageio import overlay
 from pal_core.masks import binarize, par
 from pal_core.selection import rank_by_par
@@ -14,13 +16,30 @@ from pal_core.selection import rank_by_par
 from . import comfy_env
 
 DEFAULT_CHOICE = "default"
+NOT_INSTALLED = " (not installed)"
+MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
 THRESHOLD = ("FLOAT", {"default": 0.5, "min": 0.0, "max": 0.99, "step": 0.01,
                        "tooltip": "Probability above which a pixel counts as an artifact (PAL4VST: 0.5)."})
 
 
 def detector_choices() -> list[str]:
-    """The shipped default, the shipped models by name, and the files in models/pal4vst."""
-    return [DEFAULT_CHOICE, *available_models(), *comfy_env.model_files(comfy_env.DETECTOR_FOLDER)]
+    """'default', the installed catalogue models, the missing ones marked, then the other files in
+    models/pal4vst (checksum records and partial downloads left out)."""
+    installed, missing = [], []
+    for entry in catalogue.entries():
+        (installed if locate_model(entry.name) else missing).append(entry.name)
+    catalogue_files = {entry.file_name for entry in catalogue.entries()}
+    files = [f for f in comfy_env.model_files(comfy_env.DETECTOR_FOLDER)
+             if f.endswith(MODEL_SUFFIXES) and not Path(f).name.startswith(".") and f not in catalogue_files]
+    return [DEFAULT_CHOICE, *installed, *(name + NOT_INSTALLED for name in missing), *files]
+
+
+def _catalogue_tooltip() -> str:
+    lines = [f"{entry.name}: {entry.purpose}." for entry in catalogue.entries()]
+    return ("Which detector. 'default': pal4vst-unified when installed, else the small shipped pal-lite. "
+            + " ".join(lines) + " Models marked (not installed) are the authors' files: get one with "
+            "`pal download NAME` or the download_if_missing switch. Other files in models/pal4vst "
+            "(.safetensors, mmseg .pth, TorchScript .pt) are listed by name.")
 
 
 def predict(detector: Detector, images: torch.Tensor) -> torch.Tensor:
@@ -33,36 +52,57 @@ def predict(detector: Detector, images: torch.Tensor) -> torch.Tensor:
 
 
 class PALLoadDetector:
-    DESCRIPTION = ("Loads an artifact detector: the shipped default, an official PAL4VST checkpoint "
-                   "(TorchScript end2end.pt or mmsegmentation .pth) or a .safetensors from models/pal4vst. "
-                   "Loaded once and reused.")
+    DESCRIPTION = ("Loads an artifact detector: the official PAL4VST models by name (pal4vst-unified is the one "
+                   "to use; download it once), the small shipped pal-lite, or any detector file in models/pal4vst "
+                   "(.safetensors, mmseg .pth, TorchScript end2end.pt). Loaded once and reused.")
     CATEGORY = "PAL"
     FUNCTION = "load"
-    RETURN_TYPES = ("PAL_DETECTOR",)
-    RETURN_NAMES = ("detector",)
-    OUTPUT_TOOLTIPS = ("The detector, for Detect Artifacts, PAR Score, Rank by PAR and Auto Fix.",)
+    RETURN_TYPES = ("PAL_DETECTOR", "STRING")
+    RETURN_NAMES = ("detector", "model_info")
+    OUTPUT_TOOLTIPS = ("The detector, for Detect Artifacts, PAR Score, Rank by PAR and Auto Fix.",
+                       "Which model was loaded and from where; says so when the default fell back to pal-lite.")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (detector_choices(), {"tooltip": "'default' is the small model shipped with the pack; "
-                                                      "put official checkpoints in models/pal4vst."}),
+            "model": (detector_choices(), {"tooltip": _catalogue_tooltip()}),
             "device": (["auto", "cpu", "cuda"], {"tooltip": "auto: ComfyUI's device (the GPU when there is one)."}),
             "precision": (["fp32", "fp16", "bf16"], {"tooltip": "fp16 needs a GPU; official TorchScript files run in fp32."}),
             "input_size": ("INT", {"default": 512, "min": 0, "max": 4096, "step": 32,
                                    "tooltip": "Square size the network runs at (PAL4VST: 512). 0 runs it at each "
                                               "image's own size (slower, finer masks on large images)."}),
+            "download_if_missing": ("BOOLEAN", {
+                "default": False,
+                "tooltip": "Download a catalogue model that is not installed yet from its authors' link (about "
+                           "0.5 GB, into models/pal4vst, with a progress bar). Off: a missing model is an error "
+                           "that says how to get it. Nothing is ever downloaded unless this is on."}),
         }}
 
-    def load(self, model: str, device: str, precision: str, input_size: int):
+    @classmethod
+    def VALIDATE_INPUTS(cls, model):
+        """A saved choice stays valid when its model is installed later (the '(not installed)' mark goes)."""
+        name = model.removesuffix(NOT_INSTALLED)
+        if model in detector_choices() or name in catalogue.names() or name + NOT_INSTALLED in detector_choices():
+            return True
+        return f"'{model}' is neither a catalogue model nor a file in models/pal4vst"
+
+    def load(self, model: str, device: str, precision: str, input_size: int, download_if_missing: bool = False):
+        name = model.removesuffix(NOT_INSTALLED)
+        notice = None
         if model == DEFAULT_CHOICE:
-            source = None
-        elif model in available_models():
-            source = model
+            source, notice = None, default_model_notice()
+        elif name in catalogue.names():
+            if download_if_missing and locate_model(name) is None:
+                from pal_core.download import download_model  # the network, only when switched on
+                bar = comfy_env.Progress(1)  # the size is known once the transfer starts
+                download_model(name, show_progress=False, progress=lambda done, total: bar(done, total or done + 1))
+            source = name
         else:
             source = comfy_env.model_path(comfy_env.DETECTOR_FOLDER, model)
         torch_device = comfy_env.torch_device() if device == "auto" else device
-        return (load_detector(source, device=torch_device, dtype=precision, input_size=input_size or None),)
+        detector = load_detector(source, device=torch_device, dtype=precision, input_size=input_size or None)
+        info = f"{detector.name} ({detector.info.format}) from {detector.info.source}"
+        return detector, info + (f"\n{notice}" if notice else "")
 
 
 class PALDetectArtifacts:
@@ -99,7 +139,7 @@ class PALPARScore:
     RETURN_NAMES = ("par", "report")
     OUTPUT_IS_LIST = (True, False)
     OUTPUT_NODE = True  # a score is a result of its own: the node runs even with nothing connected
-    OUTPUT_TOOLTIPS = ("PAR per image (a list).", "JSON: index and PAR of each image.")
+    OUTPUT_TOOLTIPS = ("PAR per image (a list).", "JSON: index and PAR of each image (and the model, when it ran one).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -113,14 +153,17 @@ class PALPARScore:
         }
 
     def score(self, threshold: float, images=None, detector=None, mask=None):
+        model = None
         if mask is not None:
             scores = par(binarize(mask, threshold))
         elif images is not None and detector is not None:
             scores = par(binarize(predict(detector, images), threshold))
+            model = detector.name
         else:
             raise ValueError("PAR Score needs either a mask, or images and a detector: connect one of them")
         scores = [round(float(p), 6) for p in scores]
-        report = json.dumps([{"index": i, "par": p} for i, p in enumerate(scores)])
+        report = json.dumps([{"index": i, "par": p, **({"model": model} if model else {})}
+                             for i, p in enumerate(scores)])
         return {"ui": {"text": [report]}, "result": (scores, report)}
 
 
@@ -134,7 +177,7 @@ class PALRankByPAR:
     OUTPUT_IS_LIST = (False, False, True, True, False)
     OUTPUT_TOOLTIPS = ("The kept images, best first.", "Their artifact masks.",
                        "Their positions in the input batch.", "Their PAR.",
-                       "JSON: every image's index, PAR and whether it was kept (or why nothing was).")
+                       "JSON: the model, every image's index, PAR and whether it was kept (or why nothing was).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -151,7 +194,8 @@ class PALRankByPAR:
         masks = binarize(predict(detector, images), threshold).float()
         scores = par(masks)
         kept = rank_by_par(scores, top_k, max_par)
-        report = {"images": [{"index": i, "par": round(float(p), 6), "kept": i in kept} for i, p in enumerate(scores)]}
+        report = {"model": detector.name,
+                  "images": [{"index": i, "par": round(float(p), 6), "kept": i in kept} for i, p in enumerate(scores)]}
         if not kept:
             best = int(scores.argmin())
             report["message"] = (f"no image has PAR <= {max_par} (the best, image {best}, has {float(scores[best]):.4f}); "

@@ -164,7 +164,7 @@ class PALAutoFix:
     RETURN_TYPES = ("IMAGE", "MASK", "MASK", "STRING", "STRING")
     RETURN_NAMES = ("images", "artifact_mask", "blend_mask", "report", "summary")
     OUTPUT_TOOLTIPS = ("The fixed images.", "Artifacts found before the fix.", "Where fixes were blended in.",
-                       "JSON: PAR before and after and every region per image.",
+                       "JSON per image: the model, PAR before and after and every region.",
                        "One line per image: PAR before -> after, each region kept or rejected (artifact pixels "
                        "before -> after), and what to try when nothing was fixed.")
 
@@ -196,7 +196,7 @@ class PALAutoFix:
         summary = fix_summary(reports, threshold, inpainter.name)
         out = comfy_env.output_device()
         return (result.images.to(out), result.mask_before.float().to(out), result.blend_mask.to(out),
-                json.dumps(reports), summary)
+                json.dumps([{"model": getattr(detector, "name", None), **image} for image in reports]), summary)
 
 
 class PALCropsToSEGS:

@@ -4,13 +4,16 @@ Formats are recognised from the file's content, never its name:
 - our `.safetensors` (weights + architecture + preprocessing metadata),
 - an mmsegmentation 1.x checkpoint (`{'meta', 'state_dict'}`, the official PAL4VST `.pth`),
 - a TorchScript archive (the official `end2end.pt`: normalised [1,3,512,512] in, class map out).
-A bare name (no path) is looked up among the models shipped in `weights/`; no source means the
-shipped default. Loaded networks are cached, so asking again does not read the file again.
+A name (no path) is a catalogue model (`pal_core.catalogue`: the official PAL4VST checkpoints, once
+installed by `pal download`, and the shipped pal-lite) or a model shipped in `weights/`. No source
+means the best installed model: pal4vst-unified when installed, else the shipped pal-lite (saying so
+once). Loaded networks are cached, so asking again does not read the file again.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -18,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import catalogue, model_store
 from .checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file
 from .detector import Detector, DetectorInfo
 from .devices import resolve_device, resolve_dtype
@@ -49,29 +53,89 @@ def available_models() -> list[str]:
     return sorted(names)
 
 
-def resolve_source(source: str | os.PathLike | None) -> Path:
-    """A path to an existing model file, from a path, a shipped model's name, or None (the default)."""
-    name = DEFAULT_MODEL if source is None else str(source)
+def _shipped(name: str) -> Path | None:
+    for folder in weights_dirs():
+        candidate = folder / f"{name}.safetensors"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def not_installed_message(entry: catalogue.CatalogueEntry) -> str:
+    return (f"{entry.name} is not installed: run `pal download {entry.name}` (or fetch {entry.page} in a "
+            f"browser and run `pal models add FILE --name {entry.name}`)")
+
+
+def default_model_notice() -> str | None:
+    """What to tell the user when no model is given and the official one is not installed (else None)."""
+    if model_store.find_installed(catalogue.PREFERRED) is not None:
+        return None
+    return (f"using the small shipped model {catalogue.FALLBACK}, which misses many real artifacts; for the "
+            f"official PAL4VST detector run: pal download {catalogue.PREFERRED}")
+
+
+_said: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        print(f"pal: {message}", file=sys.stderr)
+
+
+def locate_model(name: str, download: bool = False) -> Path | None:
+    """The file of a catalogue model (None when it is not installed and `download` is False)."""
+    entry = catalogue.get(name)
+    if entry.shipped:
+        return _shipped(entry.shipped)
+    path = model_store.find_installed(entry.name)
+    if path is None and download:
+        from .download import download_model  # the network, only when asked for
+        path = download_model(entry.name)
+    return path
+
+
+def resolve_source(source: str | os.PathLike | None, download: bool = False) -> Path:
+    """A path to an existing model file, from a path, a model's name, or None (the best installed).
+
+    `download=True` fetches a catalogue model that is not installed yet (`pal download`); without it
+    nothing is ever downloaded.
+    """
+    if source is None:
+        preferred = model_store.find_installed(catalogue.PREFERRED)
+        if preferred is not None:
+            return preferred
+        name = DEFAULT_MODEL
+    else:
+        name = str(source)
     path = Path(name).expanduser()
     if path.is_file():
         return path
     if path.is_dir():
         raise ModelNotFoundError(f"{path} is a folder; give the model file inside it (.safetensors, .pth or .pt)")
+    entry = catalogue.find(name) if source is not None else None
+    if entry is not None:
+        found = locate_model(name, download)
+        if found is None:
+            raise ModelNotFoundError(not_installed_message(entry) if not entry.shipped else
+                                     f"the shipped model {name} is missing from {weights_dirs()[-1]}; reinstall the pack")
+        return found
     looks_like_name = os.sep not in name and "/" not in name and not path.suffix
-    if looks_like_name:
-        for folder in weights_dirs():
-            candidate = folder / f"{name}.safetensors"
-            if candidate.is_file():
-                return candidate
+    shipped_file = _shipped(name) if looks_like_name else None
+    if shipped_file is not None:
+        notice = default_model_notice() if source is None else None
+        if notice:
+            _say_once(notice)
+        return shipped_file
     shipped = ", ".join(available_models()) or "none"
     if source is None:
         raise ModelNotFoundError(
             f"no default model is installed (weights/{DEFAULT_MODEL}.safetensors not found). Pass a model: "
             f"--model PATH (an official PAL4VST end2end.pt or mmseg .pth, or a .safetensors made by "
-            f"`pal convert`). Shipped models: {shipped}")
+            f"`pal convert`), or run `pal download {catalogue.PREFERRED}`. Shipped models: {shipped}")
     if looks_like_name:
-        raise ModelNotFoundError(f"no model named '{name}': not a file here and not a shipped model "
-                                 f"(shipped: {shipped})")
+        raise ModelNotFoundError(f"no model named '{name}': not a file here, not in the catalogue "
+                                 f"({', '.join(catalogue.names())}) and not a shipped model (shipped: {shipped})")
     raise ModelNotFoundError(f"model file not found: {path}")
 
 
@@ -157,13 +221,16 @@ def load_detector(
     dtype: str | torch.dtype | None = None,
     input_size: int | None = 512,
     batch_size: int = 8,
+    download: bool = False,
 ) -> Detector:
-    """Loads a detector from a file path, a shipped model's name, or (None) the shipped default.
+    """Loads a detector from a file path, a model's name, or (None) the best installed model.
+
+    `download=True` fetches a catalogue model that is not installed yet; never otherwise.
 
     `input_size` is the square size the network runs at (PAL4VST: 512); None runs it at each
     image's own size, as mmsegmentation does for whole-image inference.
     """
-    path = resolve_source(source)
+    path = resolve_source(source, download=download)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     stat = path.stat()

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import torch
+
+# Installed models are looked up in $PAL_HOME (and $PAL_MODELS_DIR/pal4vst through the node pack): the
+# tests start from an empty home of their own, whatever this machine has installed, and never use a mirror.
+os.environ["PAL_HOME"] = tempfile.mkdtemp(prefix="pal-test-home-")
+for _name in ("PAL_CATALOGUE", "PAL_MODELS_DIR"):
+    os.environ.pop(_name, None)
 
 from pal_core import DetectorCheckpoint, save_detector_file
 from pal_core.models.swin_upernet import SwinUPerNet, SwinUPerNetConfig

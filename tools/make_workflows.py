@@ -33,7 +33,8 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}  # the frontend adds a control_after_generate widget after these
 
 DETECTOR = {"class_type": "PALLoadDetector",
-            "inputs": {"model": "default", "device": "auto", "precision": "fp32", "input_size": 512}}
+            "inputs": {"model": "default", "device": "auto", "precision": "fp32", "input_size": 512,
+                       "download_if_missing": False}}
 OPENCV = {"class_type": "PALLoadInpainter",
           "inputs": {"inpainter": "opencv-telea", "negative_prompt": "", "steps": 30, "guidance": 7.5,
                      "strength": 0.99, "device": "auto", "precision": "fp16"}}

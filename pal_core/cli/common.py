@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..checkpoint import CheckpointError
 from ..detector import Detector
+from ..download import DownloadError
 from ..loading import ModelNotFoundError, load_detector
 
 
@@ -25,8 +26,11 @@ def parse_input_size(value: str) -> int | None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="model file (.safetensors, mmseg .pth, TorchScript .pt) or a shipped "
-                                        "model's name; default: the shipped default model")
+    parser.add_argument("--model", help="model file (.safetensors, mmseg .pth, TorchScript .pt) or a catalogue "
+                                        "name (pal4vst-unified, pal4vst-stylegan2, pal4vst-shadow, pal-lite: see "
+                                        "`pal models`); default: pal4vst-unified when installed, else pal-lite")
+    parser.add_argument("--download", action="store_true",
+                        help="download the --model catalogue model first if it is not installed (pal download)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"],
                         help="precision of the network (default fp32; fp16 needs CUDA)")
@@ -38,8 +42,8 @@ def load_detector_from_args(args: argparse.Namespace) -> Detector | None:
     """The detector the arguments ask for, or None after printing why it could not be loaded."""
     try:
         return load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size,
-                             batch_size=getattr(args, "batch_size", 8))
-    except (ModelNotFoundError, CheckpointError, ValueError) as error:
+                             batch_size=getattr(args, "batch_size", 8), download=args.download)
+    except (ModelNotFoundError, CheckpointError, DownloadError, ValueError) as error:
         print(f"pal {args.command}: {error}", file=sys.stderr)
         return None
 

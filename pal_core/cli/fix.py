@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import atomic
 from ..crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
+from ..download import DownloadError
 from ..imageio import ImageReadError, list_images, read_image, to_uint8, write_png
 from ..inpainters import SPECS, WEIGHT_FREE, make_inpainter
 from ..loading import load_detector
@@ -82,9 +83,10 @@ def run(args: argparse.Namespace) -> int:
         return _fail(problem)
     try:
         options = _options(args)
-        detector = load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size)
+        detector = load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size,
+                                 download=args.download)
         inpainter = make_inpainter(args.inpainter, device=args.device, dtype=args.dtype, **_inpainter_settings(args))
-    except (OSError, ValueError) as error:  # missing or unfit model files, bad settings
+    except (OSError, ValueError, DownloadError) as error:  # missing or unfit model files, bad settings
         return _fail(str(error))
 
     console = Console("fix", len(paths), args.quiet, steps="step")
@@ -130,6 +132,7 @@ def _fix_one(path: Path, target: Path, detector, inpainter, options: RefineOptio
         write_png(target, fixed, overwrite=args.overwrite)
     report = {
         "input": str(path), "output": str(target), "size": list(image.shape[:2]),
+        "model": getattr(detector, "name", None),
         "detector": getattr(getattr(detector, "info", None), "source", None), "inpainter": inpainter.name,
         "prompt": args.prompt, "seed": args.seed, "threshold": options.threshold,
         **result.report()[0],

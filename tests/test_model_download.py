@@ -1,0 +1,312 @@
+"""Downloading, installing and naming models, against stand-in hosts on 127.0.0.1 (see model_host.py).
+
+The served checkpoint is the tiny mmseg fixture; a $PAL_CATALOGUE override (the documented mirror/test
+switch) points the catalogue entry at the stand-in host and at the tiny network's shape.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model_host import DriveTunnel, ModelHost, Served
+from pal_core import catalogue, download, loading, model_store
+from pal_core.cli import main
+from pal_core.download import DownloadError, download_model
+from pal_core.installing import InstallError, install_file
+from pal_core.loading import ModelNotFoundError, load_detector
+
+FIXTURES = Path(__file__).parent / "fixtures" / "mmseg"
+CHECKPOINT = (FIXTURES / "swin_w12.pth").read_bytes()
+TINY_W12 = {"embed_dim": 16, "depths": [2, 2, 2, 2], "num_heads": [1, 2, 4, 8], "window_size": 12,
+            "head_channels": 32}
+NAME = "pal4vst-unified"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv(model_store.HOME_ENV, str(tmp_path / "home"))
+    return tmp_path / "home" / "models"
+
+
+@pytest.fixture
+def host():
+    server = ModelHost()
+    yield server
+    server.close()
+
+
+def use_catalogue(tmp_path, monkeypatch, **fields) -> None:
+    """Overrides the pal4vst-unified entry through $PAL_CATALOGUE, as a mirror would."""
+    path = tmp_path / "catalogue.json"
+    path.write_text(json.dumps({NAME: {"architecture": TINY_W12, **fields}}))
+    monkeypatch.setenv(catalogue.CATALOGUE_ENV, str(path))
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_direct_download_is_verified_converted_and_recorded(tmp_path, monkeypatch, home, host):
+    host.files["/u.pth"] = Served(CHECKPOINT)
+    use_catalogue(tmp_path, monkeypatch, url=host.url("/u.pth"))
+    path = download_model(NAME, show_progress=False)
+    assert path == home / "pal4vst-unified.safetensors"
+    assert leftovers(home) == ["pal4vst-unified.safetensors", "pal4vst-unified.safetensors.sha256"]
+    record = (home / "pal4vst-unified.safetensors.sha256").read_text().split()
+    assert record == [model_store.sha256_of(path), "pal4vst-unified.safetensors"]
+    assert model_store.verify(path).ok
+    ours = load_detector(NAME, device="cpu")
+    reference = load_detector(FIXTURES / "swin_w12.pth", device="cpu")
+    assert ours.name == NAME and ours.info.format == "safetensors"
+    images = torch.rand(1, 40, 56, 3)
+    assert torch.allclose(ours.predict(images), reference.predict(images), atol=1e-6)
+    with open(path, "ab") as f:  # damage it: --verify notices
+        f.write(b"\0")
+    assert not model_store.verify(path).ok
+
+
+def test_interrupted_download_resumes_where_it_stopped(tmp_path, monkeypatch, home, host):
+    cut = len(CHECKPOINT) // 3
+    host.files["/u.pth"] = Served(CHECKPOINT, cut_at=cut)
+    use_catalogue(tmp_path, monkeypatch, url=host.url("/u.pth"))
+    monkeypatch.setattr(download, "RETRIES", 0)
+    with pytest.raises(DownloadError, match="run the same command again to resume"):
+        download_model(NAME, show_progress=False)
+    assert not (home / "pal4vst-unified.safetensors").exists()
+    parts = [p for p in home.iterdir() if p.name.endswith(".part")]
+    kept = parts[0].stat().st_size  # whole chunks received before the cut
+    assert len(parts) == 1 and 0 < kept <= cut
+    download_model(NAME, show_progress=False)
+    assert host.requests[-1]["range"] == f"bytes={kept}-"
+    assert leftovers(home) == ["pal4vst-unified.safetensors", "pal4vst-unified.safetensors.sha256"]
+    assert model_store.verify(home / "pal4vst-unified.safetensors").ok
+
+
+def test_dropped_connection_is_resumed_within_one_run(tmp_path, monkeypatch, home, host):
+    cut = len(CHECKPOINT) // 2
+    host.files["/u.pth"] = Served(CHECKPOINT, cut_at=cut)
+    use_catalogue(tmp_path, monkeypatch, url=host.url("/u.pth"))
+    seen = []
+    download_model(NAME, show_progress=False, progress=lambda done, total: seen.append((done, total)))
+    first, second = [r["range"] for r in host.requests]
+    assert first is None and 0 < int(second.removeprefix("bytes=").rstrip("-")) <= cut
+    assert seen[-1] == (len(CHECKPOINT), len(CHECKPOINT))
+    assert model_store.verify(home / "pal4vst-unified.safetensors").ok
+
+
+def test_ctrl_c_keeps_the_part_and_a_rerun_resumes(tmp_path, monkeypatch, home, host):
+    host.files["/u.pth"] = Served(CHECKPOINT)
+    use_catalogue(tmp_path, monkeypatch, url=host.url("/u.pth"))
+
+    def interrupt(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        download_model(NAME, show_progress=False, progress=interrupt)
+    parts = [p for p in home.iterdir() if p.name.endswith(".part")]
+    kept = parts[0].stat().st_size
+    assert len(parts) == 1 and 0 < kept < len(CHECKPOINT) and not (home / "pal4vst-unified.safetensors").exists()
+    download_model(NAME, show_progress=False)
+    assert host.requests[-1]["range"] == f"bytes={kept}-"
+    assert leftovers(home) == ["pal4vst-unified.safetensors", "pal4vst-unified.safetensors.sha256"]
+
+
+def test_a_second_download_of_the_same_model_is_refused_while_one_runs(tmp_path, monkeypatch, home, host):
+    fcntl = pytest.importorskip("fcntl")  # POSIX: Windows has no advisory locks
+    host.files["/u.pth"] = Served(CHECKPOINT)
+    use_catalogue(tmp_path, monkeypatch, url=host.url("/u.pth"))
+    home.mkdir(parents=True)
+    with open(home / ".pal4vst-unified.download.lock", "ab") as other_run:
+        fcntl.flock(other_run.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(DownloadError, match="another download into .* is fetching this model"):
+            download_model(NAME, show_progress=False)
+    assert host.requests == []
+
+
+def test_web_page_instead_of_the_file_is_refused_and_removed(tmp_path, monkeypatch, home, host):
+    host.files["/u.pth"] = Served(b"<!DOCTYPE html><html><body>Google Drive - Quota exceeded</body></html>",
+                                  "text/html")
+    use_catalogue(tmp_path, monkeypatch, url=host.url("/u.pth"))
+    with pytest.raises(DownloadError, match="quota .* not the model file.*pal models add FILE --name pal4vst-unified"):
+        download_model(NAME, show_progress=False)
+    assert leftovers(home) == []
+
+
+def test_corrupt_download_is_refused_and_the_next_run_starts_clean(tmp_path, monkeypatch, home, host):
+    host.files["/u.pth"] = Served(CHECKPOINT[:len(CHECKPOINT) // 2])  # complete as served, but cut short
+    use_catalogue(tmp_path, monkeypatch, url=host.url("/u.pth"))
+    with pytest.raises(DownloadError, match="refused and deleted"):
+        download_model(NAME, show_progress=False)
+    assert leftovers(home) == []
+    host.files["/u.pth"] = Served(CHECKPOINT)
+    download_model(NAME, show_progress=False)
+    assert host.requests[-1]["range"] is None  # started afresh
+    assert model_store.verify(home / "pal4vst-unified.safetensors").ok
+
+
+def test_a_model_of_another_architecture_is_refused(tmp_path, monkeypatch, home, host):
+    host.files["/u.pth"] = Served((FIXTURES / "swin_w7.pth").read_bytes())
+    use_catalogue(tmp_path, monkeypatch, url=host.url("/u.pth"))
+    with pytest.raises(DownloadError, match="another shape than pal4vst-unified: embed_dim 8 \\(expected 16\\)"):
+        download_model(NAME, show_progress=False)
+    assert leftovers(home) == []
+
+
+def test_the_real_catalogue_expects_the_pal4vst_network(home):
+    with pytest.raises(InstallError, match="embed_dim 16 \\(expected 128\\).*head_channels 32 \\(expected 512\\)"):
+        install_file(FIXTURES / "swin_w12.pth", NAME)
+    with pytest.raises(InstallError, match="embed_dim 8 \\(expected 128\\).*window_size 7 \\(expected 12\\)"):
+        install_file(FIXTURES / "swin_w7.pth", "pal4vst-shadow")
+    assert leftovers(home) == []
+
+
+def test_no_connection_says_so_in_one_line(tmp_path, monkeypatch, home):
+    closed = ModelHost()
+    url = closed.url("/u.pth")
+    closed.close()  # nothing listens there any more
+    use_catalogue(tmp_path, monkeypatch, url=url)
+    monkeypatch.setattr(download, "RETRIES", 1)  # gdown wraps the last failure in its own error
+    with pytest.raises(DownloadError) as raised:
+        download_model(NAME, show_progress=False)
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("could not reach 127.0.0.1 (no connection")
+    assert "pal models add FILE --name pal4vst-unified" in message
+
+
+def test_a_full_disk_leaves_nothing_under_the_final_name(home, monkeypatch):
+    import errno
+
+    from pal_core import installing
+
+    def full(checkpoint, path, overwrite=False):
+        Path(path).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(installing, "save_detector_file", full)
+    with pytest.raises(InstallError, match="disk holding .* is full"):
+        install_file(FIXTURES / "swin_w12.pth", "my-model")
+    assert leftovers(home) == []
+
+
+@pytest.fixture
+def drive(tmp_path, monkeypatch, host):
+    """Google Drive played by the stand-in host through an HTTPS proxy the test CA vouches for."""
+    tunnel = DriveTunnel(host, tmp_path / "test-ca.pem")
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", tunnel.proxy)
+    monkeypatch.setenv("https_proxy", tunnel.proxy)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tunnel.ca_file)
+    yield tunnel
+    tunnel.close()
+
+
+def test_drive_confirmation_page_is_passed(tmp_path, monkeypatch, home, host, drive):
+    host.drive["TESTFILE"] = Served(CHECKPOINT)
+    use_catalogue(tmp_path, monkeypatch, drive_id="TESTFILE")
+    path = download_model(NAME, show_progress=False)
+    assert model_store.verify(path).ok
+    assert drive.connects == ["drive.google.com", "drive.usercontent.google.com"]
+    assert [(r["path"], r["query"].get("confirm")) for r in host.requests] == [("/uc", None), ("/download", "t")]
+    assert load_detector(NAME, device="cpu").info.source == str(path)
+
+
+def test_drive_quota_page_gives_the_link_to_click(tmp_path, monkeypatch, home, host, drive):
+    host.drive["BUSYFILE"] = "quota"
+    use_catalogue(tmp_path, monkeypatch, drive_id="BUSYFILE")
+    with pytest.raises(DownloadError) as raised:
+        download_model(NAME, show_progress=False)
+    message = str(raised.value)
+    assert "\n" not in message and "Too many users have viewed or downloaded this file" in message
+    assert "open https://drive.google.com/file/d/BUSYFILE/view in a browser" in message
+    assert leftovers(home) == []
+
+
+def test_names_resolve_and_download_only_when_asked(tmp_path, monkeypatch, home, host):
+    host.files["/u.pth"] = Served(CHECKPOINT)
+    use_catalogue(tmp_path, monkeypatch, url=host.url("/u.pth"))
+    with pytest.raises(ModelNotFoundError) as raised:
+        load_detector(NAME, device="cpu")
+    message = str(raised.value)
+    assert "\n" not in message and "run `pal download pal4vst-unified`" in message and host.url("/u.pth") in message
+    assert host.requests == []  # never a silent download
+    assert load_detector(NAME, device="cpu", download=True).name == NAME
+    assert len(host.requests) == 1
+    assert load_detector("pal-lite", device="cpu").info.source.endswith("pal_lite.safetensors")
+    with pytest.raises(ModelNotFoundError, match="no model named 'pal4vst-other'.*pal4vst-unified"):
+        load_detector("pal4vst-other", device="cpu")
+
+
+def test_fallback_message_appears_exactly_when_the_official_model_is_missing(tmp_path, monkeypatch, home, capsys):
+    monkeypatch.setattr(loading, "_said", set())
+    assert load_detector(device="cpu").name == "pal_lite"
+    load_detector(device="cpu")
+    err = capsys.readouterr().err
+    assert err.count("pal download pal4vst-unified") == 1 and "pal-lite" in err
+    assert loading.default_model_notice() is not None
+    use_catalogue(tmp_path, monkeypatch)
+    install_file(FIXTURES / "swin_w12.pth", NAME)
+    monkeypatch.setattr(loading, "_said", set())
+    assert load_detector(device="cpu").name == NAME
+    assert loading.default_model_notice() is None
+    assert capsys.readouterr().err == ""
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_download_then_fix_uses_the_official_model_with_no_path(tmp_path, monkeypatch, home, host, capsys):
+    host.files["/u.pth"] = Served(CHECKPOINT)
+    use_catalogue(tmp_path, monkeypatch, url=host.url("/u.pth"))
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(image)
+    code, out, err = run_cli(capsys, "download", NAME, "--no-progress")
+    assert code == 0 and "installed pal4vst-unified" in out and "it is now the default model" in out
+    code, out, _ = run_cli(capsys, "download", NAME, "--no-progress")
+    assert code == 0 and "already installed" in out and len(host.requests) == 1
+    code, _, err = run_cli(capsys, "fix", image, "--out", tmp_path / "out")
+    assert code == 0 and "pal-lite" not in err
+    report = json.loads((tmp_path / "out" / "photo.json").read_text())
+    assert report["model"] == NAME and report["detector"] == str(home / "pal4vst-unified.safetensors")
+    code, out, _ = run_cli(capsys, "detect", image)
+    assert code == 0 and json.loads(out)["model"] == NAME
+
+
+def test_models_list_verify_and_add(tmp_path, monkeypatch, home, capsys):
+    use_catalogue(tmp_path, monkeypatch)
+    code, out, _ = run_cli(capsys, "models", "--json")
+    rows = {row["name"]: row for row in map(json.loads, out.splitlines())}
+    assert code == 0 and set(rows) == set(catalogue.names())
+    assert rows[NAME]["status"] == "not installed" and rows["pal-lite"]["status"] == "shipped"
+    assert rows["pal4vst-shadow"]["link"] == "https://drive.google.com/file/d/1AOuSwSFwN5X1u6SYni8KehhjFquBpJ6Q/view"
+
+    fetched = tmp_path / "downloads" / "checkpoint.pth"
+    fetched.parent.mkdir()
+    fetched.write_bytes(CHECKPOINT)
+    code, _, err = run_cli(capsys, "models", "add", fetched)
+    assert code == 2 and "--name" in err
+    code, out, _ = run_cli(capsys, "models", "add", fetched, "--name", NAME)
+    assert code == 0 and str(home / "pal4vst-unified.safetensors") in out
+    code, _, err = run_cli(capsys, "models", "add", fetched, "--name", NAME)
+    assert code == 2 and "--overwrite" in err
+    code, out, _ = run_cli(capsys, "models", "add", FIXTURES / "swin_w7.pth", "--name", "my-w7")
+    assert code == 0  # a name of one's own: any architecture
+
+    code, out, _ = run_cli(capsys, "models", "--verify")
+    assert code == 0 and out.count("verify: ok") == 2 and "pal4vst-unified    installed" in out
+    with open(home / "my-w7.safetensors", "r+b") as f:
+        f.seek(200)
+        f.write(b"X")
+    code, out, err = run_cli(capsys, "models", "--verify")
+    assert code == 1 and "verify: FAILED" in out and "1 installed model(s) failed verification" in err
+    code, _, err = run_cli(capsys, "models", "add", FIXTURES / "swin_w7.pth", "--name", "pal4vst-stylegan2")
+    assert code == 2 and "another shape than pal4vst-stylegan2" in err
