@@ -67,6 +67,7 @@ def install_file(source: str | os.PathLike, name: str, folder: str | os.PathLike
     try:
         save_detector_file(checkpoint, staging, overwrite=True)
         model_store.write_checksum(target, model_store.sha256_of(staging))
+        staging.chmod(0o644)  # safetensors writes 0600: ComfyUI may run as another user than `pal models add`
         with atomic_path(target, overwrite=overwrite) as tmp:
             staging.rename(tmp)
     except OSError as error:

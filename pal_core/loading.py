@@ -54,11 +54,7 @@ def available_models() -> list[str]:
 
 
 def _shipped(name: str) -> Path | None:
-    for folder in weights_dirs():
-        candidate = folder / f"{name}.safetensors"
-        if candidate.is_file():
-            return candidate
-    return None
+    return model_store.find_in(weights_dirs(), name)
 
 
 def not_installed_message(entry: catalogue.CatalogueEntry) -> str:
@@ -102,18 +98,14 @@ def resolve_source(source: str | os.PathLike | None, download: bool = False) -> 
     nothing is ever downloaded.
     """
     if source is None:
-        preferred = model_store.find_installed(catalogue.PREFERRED)
-        if preferred is not None:
-            return preferred
-        name = DEFAULT_MODEL
-    else:
-        name = str(source)
+        return _default_model()
+    name = str(source)
     path = Path(name).expanduser()
     if path.is_file():
         return path
     if path.is_dir():
         raise ModelNotFoundError(f"{path} is a folder; give the model file inside it (.safetensors, .pth or .pt)")
-    entry = catalogue.find(name) if source is not None else None
+    entry = catalogue.find(name)
     if entry is not None:
         found = locate_model(name, download)
         if found is None:
@@ -123,20 +115,28 @@ def resolve_source(source: str | os.PathLike | None, download: bool = False) -> 
     looks_like_name = os.sep not in name and "/" not in name and not path.suffix
     shipped_file = _shipped(name) if looks_like_name else None
     if shipped_file is not None:
-        notice = default_model_notice() if source is None else None
-        if notice:
-            _say_once(notice)
         return shipped_file
-    shipped = ", ".join(available_models()) or "none"
-    if source is None:
+    if looks_like_name:
+        raise ModelNotFoundError(f"no model named '{name}': not a file here, not in the catalogue "
+                                 f"({', '.join(catalogue.names())}) and not a shipped model "
+                                 f"(shipped: {', '.join(available_models()) or 'none'})")
+    raise ModelNotFoundError(f"model file not found: {path}")
+
+
+def _default_model() -> Path:
+    """pal4vst-unified when installed, else the shipped default (saying so once)."""
+    preferred = model_store.find_installed(catalogue.PREFERRED)
+    if preferred is not None:
+        return preferred
+    shipped_file = _shipped(DEFAULT_MODEL)
+    if shipped_file is None:
         raise ModelNotFoundError(
             f"no default model is installed (weights/{DEFAULT_MODEL}.safetensors not found). Pass a model: "
             f"--model PATH (an official PAL4VST end2end.pt or mmseg .pth, or a .safetensors made by "
-            f"`pal convert`), or run `pal download {catalogue.PREFERRED}`. Shipped models: {shipped}")
-    if looks_like_name:
-        raise ModelNotFoundError(f"no model named '{name}': not a file here, not in the catalogue "
-                                 f"({', '.join(catalogue.names())}) and not a shipped model (shipped: {shipped})")
-    raise ModelNotFoundError(f"model file not found: {path}")
+            f"`pal convert`), or run `pal download {catalogue.PREFERRED}`. Shipped models: "
+            f"{', '.join(available_models()) or 'none'}")
+    _say_once(default_model_notice())
+    return shipped_file
 
 
 def sniff_format(path: Path) -> str:

@@ -70,13 +70,18 @@ def install_folder() -> Path:
     return model_folders()[0]
 
 
-def find_installed(name: str) -> Path | None:
-    """The installed file of a model name, or None."""
-    for folder in model_folders():
-        candidate = folder / f"{name}.safetensors"
+def find_in(folders, name: str) -> Path | None:
+    """`<folder>/<name>.safetensors` in the first of `folders` that has it, or None."""
+    for folder in folders:
+        candidate = Path(folder) / f"{name}.safetensors"
         if candidate.is_file():
             return candidate
     return None
+
+
+def find_installed(name: str) -> Path | None:
+    """The installed file of a model name, or None."""
+    return find_in(model_folders(), name)
 
 
 def checksum_path(model: Path) -> Path:

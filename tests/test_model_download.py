@@ -58,6 +58,7 @@ def test_direct_download_is_verified_converted_and_recorded(tmp_path, monkeypatc
     path = download_model(NAME, show_progress=False)
     assert path == home / "pal4vst-unified.safetensors"
     assert leftovers(home) == ["pal4vst-unified.safetensors", "pal4vst-unified.safetensors.sha256"]
+    assert path.stat().st_mode & 0o777 == 0o644
     record = (home / "pal4vst-unified.safetensors.sha256").read_text().split()
     assert record == [model_store.sha256_of(path), "pal4vst-unified.safetensors"]
     assert model_store.verify(path).ok
@@ -310,3 +311,41 @@ def test_models_list_verify_and_add(tmp_path, monkeypatch, home, capsys):
     assert code == 1 and "verify: FAILED" in out and "1 installed model(s) failed verification" in err
     code, _, err = run_cli(capsys, "models", "add", FIXTURES / "swin_w7.pth", "--name", "pal4vst-stylegan2")
     assert code == 2 and "another shape than pal4vst-stylegan2" in err
+
+
+@pytest.mark.parametrize("failure, expected", [
+    (lambda: __import__("requests").exceptions.ConnectionError(
+        "HTTPSConnectionPool(host='drive.google.com', port=443): Max retries exceeded (Caused by "
+        "NameResolutionError(\"Failed to resolve 'drive.google.com' ([Errno -3] Temporary failure in name resolution)\"))"),
+     r"could not reach drive\.google\.com \(DNS lookup failed: is this machine online\?\)"),
+    (lambda: OSError(__import__("errno").ENOSPC, "No space left on device"),
+     "the disk holding .* is full: pal4vst-unified needs about 0.5 GB"),
+])
+def test_dns_failure_and_full_disk_during_the_transfer_say_so(home, monkeypatch, failure, expected):
+    import gdown
+
+    def fail(**kwargs):
+        raise failure()
+
+    monkeypatch.setattr(gdown, "download", fail)
+    with pytest.raises(DownloadError, match=expected) as raised:
+        download_model(NAME, show_progress=False)
+    assert "\n" not in str(raised.value)
+
+
+def test_ctrl_c_in_pal_download_says_how_to_resume(home, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pal_core.cli.download.download_model", interrupted)
+    code, _, err = run_cli(capsys, "download", NAME, "--no-progress")
+    assert code == 130 and "interrupted; the part received is kept" in err and "run the same command again" in err
+
+
+def test_a_bad_catalogue_override_is_named(tmp_path, monkeypatch, home, capsys):
+    (tmp_path / "catalogue.json").write_text(json.dumps({NAME: {"urll": "http://127.0.0.1:1/x.pth"}}))
+    monkeypatch.setenv(catalogue.CATALOGUE_ENV, str(tmp_path / "catalogue.json"))
+    code, _, err = run_cli(capsys, "download", NAME)
+    assert code == 2 and "cannot override ['urll']" in err
+    code, _, err = run_cli(capsys, "models")
+    assert code == 2 and "cannot override ['urll']" in err

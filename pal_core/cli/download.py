@@ -25,7 +25,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    entry = catalogue.get(args.name)
+    try:
+        entry = catalogue.get(args.name)
+    except ValueError as error:  # a bad $PAL_CATALOGUE
+        print(f"pal download: {error}", file=sys.stderr)
+        return 2
     print(f"{args.name}: {entry.origin}\n  from {entry.page}", file=sys.stderr)
     folder = args.dir or model_store.install_folder()
     existing = folder / entry.file_name
