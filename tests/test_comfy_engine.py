@@ -48,11 +48,17 @@ def mixed_graph(prefix: str) -> dict:
         "5": node("KSampler", model=["1", 0], seed=7, steps=2, cfg=5.0, sampler_name="euler", scheduler="normal",
                   positive=["2", 0], negative=["3", 0], latent_image=["4", 0], denoise=1.0),
         "6": node("VAEDecode", samples=["5", 0], vae=["1", 2]),
-        "7": node("PALLoadDetector", model="default", device="auto", precision="fp32", input_size=512),
+        "7": shipped_detector_loader(),
         "8": node("PALDetectArtifacts", detector=["7", 0], images=["6", 0], threshold=0.5),
         "9": node("SaveImage", images=["6", 0], filename_prefix=f"{prefix}/decoded"),
         "10": node("SaveImage", images=["8", 2], filename_prefix=f"{prefix}/overlay"),
     }
+
+
+def shipped_detector_loader() -> dict:
+    """The detector loader as the examples set it (the shipped default model)."""
+    example = api_twin("pal_detect_overlay")
+    return example[node_id_of(example, "PALLoadDetector")]
 
 
 def api_twin(name: str) -> dict:
