@@ -9,4 +9,7 @@ if __package__:
 else:  # loaded as a plain module (pytest does so when the folder's name is no valid package name)
     from pal_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+# ComfyUI serves this folder's .js files to the browser: web/pal_results.js shows PAR on the nodes.
+WEB_DIRECTORY = "./web"
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

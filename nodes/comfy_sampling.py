@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import torch
 
+import comfy.latent_formats
 import nodes as comfy_nodes  # ComfyUI's nodes.py (a top-level module inside ComfyUI)
 
 from pal_core.inpainters import Inpainter
+
+
+def training_size(model) -> int:
+    """The image size a ComfyUI model works best at: 512 for SD 1.x/2.x latents, 1024 for SDXL and later."""
+    latent_format = getattr(getattr(model, "model", None), "latent_format", None)
+    return 512 if isinstance(latent_format, comfy.latent_formats.SD15) else 1024
 
 
 class ComfyModelInpainter(Inpainter):
@@ -24,6 +31,7 @@ class ComfyModelInpainter(Inpainter):
         self.steps, self.cfg, self.denoise = steps, cfg, denoise
         self.sampler_name, self.scheduler = sampler_name, scheduler
         self.name = f"comfyui:{sampler_name}/{scheduler}"
+        self.resolution = training_size(model)
 
     def _inpaint(self, crops: torch.Tensor, masks: torch.Tensor, prompts: list[str], seeds: list[int]) -> torch.Tensor:
         results = []

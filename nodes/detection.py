@@ -14,10 +14,14 @@ from pal_core.masks import binarize, par
 from pal_core.selection import rank_by_par
 
 from . import comfy_env
+from .display import par_lines, rank_lines, shown
 
 DEFAULT_CHOICE = "default"
 NOT_INSTALLED = " (not installed)"
 MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
+DETECT_CATEGORY = "PAL/detect"
+RANK_CATEGORY = "PAL/rank"
+DEVICE = (["auto", "cpu", "cuda"], {"default": "auto", "tooltip": "auto: ComfyUI's device (the GPU when there is one)."})
 THRESHOLD = ("FLOAT", {"default": 0.5, "min": 0.0, "max": 0.99, "step": 0.01,
                        "tooltip": "Probability above which a pixel counts as an artifact (PAL4VST: 0.5)."})
 
@@ -55,19 +59,21 @@ class PALLoadDetector:
     DESCRIPTION = ("Loads an artifact detector: the official PAL4VST models by name (pal4vst-unified is the one "
                    "to use; download it once), the small shipped pal-lite, or any detector file in models/pal4vst "
                    "(.safetensors, mmseg .pth, TorchScript end2end.pt). Loaded once and reused.")
-    CATEGORY = "PAL"
+    CATEGORY = DETECT_CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = ("PAL_DETECTOR", "STRING")
     RETURN_NAMES = ("detector", "model_info")
     OUTPUT_TOOLTIPS = ("The detector, for Detect Artifacts, PAR Score, Rank by PAR and Auto Fix.",
-                       "Which model was loaded and from where; says so when the default fell back to pal-lite.")
+                       "Which model was loaded and from where; says so when the default fell back to pal-lite "
+                       "(also shown on the node).")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (detector_choices(), {"tooltip": _catalogue_tooltip()}),
-            "device": (["auto", "cpu", "cuda"], {"tooltip": "auto: ComfyUI's device (the GPU when there is one)."}),
-            "precision": (["fp32", "fp16", "bf16"], {"tooltip": "fp16 needs a GPU; official TorchScript files run in fp32."}),
+            "model": (detector_choices(), {"default": DEFAULT_CHOICE, "tooltip": _catalogue_tooltip()}),
+            "device": DEVICE,
+            "precision": (["fp32", "fp16", "bf16"], {"default": "fp32", "tooltip": "fp16 needs a GPU; official "
+                                                                                   "TorchScript files run in fp32."}),
             "input_size": ("INT", {"default": 512, "min": 0, "max": 4096, "step": 32,
                                    "tooltip": "Square size the network runs at (PAL4VST: 512). 0 runs it at each "
                                               "image's own size (slower, finer masks on large images)."}),
@@ -101,14 +107,15 @@ class PALLoadDetector:
             source = comfy_env.model_path(comfy_env.DETECTOR_FOLDER, model)
         torch_device = comfy_env.torch_device() if device == "auto" else device
         detector = load_detector(source, device=torch_device, dtype=precision, input_size=input_size or None)
-        info = f"{detector.name} ({detector.info.format}) from {detector.info.source}"
-        return detector, info + (f"\n{notice}" if notice else "")
+        lines = [f"{detector.name} ({detector.info.format}) from {detector.info.source}", *([notice] if notice else [])]
+        return shown((detector, "\n".join(lines)), lines)
 
 
 class PALDetectArtifacts:
     DESCRIPTION = ("Finds perceptual artifacts in images (PAL4VST): a binary mask, the per-pixel probability, "
-                   "an overlay preview with artifacts tinted magenta, and each image's PAR (artifact area / image area).")
-    CATEGORY = "PAL"
+                   "an overlay preview with artifacts tinted magenta, and each image's PAR (artifact area / image area), "
+                   "which the node also shows after a run.")
+    CATEGORY = DETECT_CATEGORY
     FUNCTION = "detect"
     RETURN_TYPES = ("MASK", "MASK", "IMAGE", "FLOAT")
     RETURN_NAMES = ("mask", "probability", "overlay", "par")
@@ -127,13 +134,14 @@ class PALDetectArtifacts:
     def detect(self, detector: Detector, images: torch.Tensor, threshold: float):
         probability = predict(detector, images)
         mask = binarize(probability, threshold).float()
-        return mask, probability, overlay(images.to(mask.device), mask), [round(float(p), 6) for p in par(mask)]
+        scores = [round(float(p), 6) for p in par(mask)]
+        return shown((mask, probability, overlay(images.to(mask.device), mask), scores), par_lines(scores), scores)
 
 
 class PALPARScore:
     DESCRIPTION = ("Perceptual Artifacts Ratio (artifact area / image area) per image: from images and a detector, "
-                   "or from an artifact mask. Lower is better; 0 means no artifact found.")
-    CATEGORY = "PAL"
+                   "or from an artifact mask. Lower is better; 0 means no artifact found. Shown on the node after a run.")
+    CATEGORY = RANK_CATEGORY
     FUNCTION = "score"
     RETURN_TYPES = ("FLOAT", "STRING")
     RETURN_NAMES = ("par", "report")
@@ -164,13 +172,14 @@ class PALPARScore:
         scores = [round(float(p), 6) for p in scores]
         report = json.dumps([{"index": i, "par": p, **({"model": model} if model else {})}
                              for i, p in enumerate(scores)])
-        return {"ui": {"text": [report]}, "result": (scores, report)}
+        return shown((scores, report), par_lines(scores), scores)
 
 
 class PALRankByPAR:
     DESCRIPTION = ("Ranks a batch (e.g. one prompt over many seeds) by PAR, best first, and keeps the top k "
-                   "and/or those under a PAR limit: pick the seeds with the fewest artifacts.")
-    CATEGORY = "PAL"
+                   "and/or those under a PAR limit: pick the seeds with the fewest artifacts. After a run the node lists "
+                   "every image's PAR, best first, and which were kept.")
+    CATEGORY = RANK_CATEGORY
     FUNCTION = "rank"
     RETURN_TYPES = ("IMAGE", "MASK", "INT", "FLOAT", "STRING")
     RETURN_NAMES = ("images", "masks", "indices", "par", "report")
@@ -202,8 +211,9 @@ class PALRankByPAR:
                                  "raise max_par to keep some")
             print(f"[PAL] Rank by PAR: {report['message']}")
         index = torch.tensor(kept, dtype=torch.long)
-        return (images.index_select(0, index.to(images.device)), masks.index_select(0, index.to(masks.device)),
-                kept, [round(float(scores[i]), 6) for i in kept], json.dumps(report))
+        result = (images.index_select(0, index.to(images.device)), masks.index_select(0, index.to(masks.device)),
+                  kept, [round(float(scores[i]), 6) for i in kept], json.dumps(report))
+        return shown(result, rank_lines(report), [item["par"] for item in report["images"]])
 
 
 NODE_CLASS_MAPPINGS = {

@@ -1,6 +1,6 @@
-"""Inpainter nodes: Load Inpainter (OpenCV or a diffusers model) and ComfyUI Model Inpainter.
+"""Inpainter nodes: one loader per kind (OpenCV, diffusers) and ComfyUI Model Inpainter.
 
-Both output a PAL_INPAINTER: an object with `inpaint(crops, masks, prompts, seeds)` (see
+All output a PAL_INPAINTER: an object with `inpaint(crops, masks, prompts, seeds)` (see
 `pal_core.inpainters.base.Inpainter`) that Zoom Inpaint and Auto Fix call.
 """
 
@@ -10,11 +10,13 @@ from pathlib import Path
 
 import torch
 
-from pal_core.inpainters import Inpainter, make_inpainter
+from pal_core.inpainters import Inpainter, available_weight_free, make_inpainter
 
 from . import comfy_env
 
-OPENCV_CHOICES = ["opencv-telea", "opencv-ns"]
+INPAINTERS_CATEGORY = "PAL/fix/inpainters"
+DEPRECATED_CATEGORY = "PAL/deprecated"
+OPENCV_CHOICES = list(available_weight_free())  # the default first; xphoto ones where opencv-contrib is installed
 DIFFUSERS_PREFIX = "diffusers/"
 CHECKPOINT_PREFIX = "checkpoints/"
 
@@ -35,10 +37,15 @@ def diffusers_folders() -> list[str]:
     return sorted(found)
 
 
-def inpainter_choices() -> list[str]:
-    return [*OPENCV_CHOICES, *(DIFFUSERS_PREFIX + f for f in diffusers_folders()),
+def diffusion_choices() -> list[str]:
+    """Diffusers pipeline folders and single-file checkpoints, each prefixed with where it lives."""
+    return [*(DIFFUSERS_PREFIX + f for f in diffusers_folders()),
             *(CHECKPOINT_PREFIX + f for f in comfy_env.model_files("checkpoints")
               if f.lower().endswith((".safetensors", ".ckpt")))]
+
+
+def inpainter_choices() -> list[str]:
+    return [*OPENCV_CHOICES, *diffusion_choices()]
 
 
 def resolve_diffusers_path(choice: str) -> str:
@@ -51,20 +58,112 @@ def resolve_diffusers_path(choice: str) -> str:
     return comfy_env.model_path("checkpoints", choice[len(CHECKPOINT_PREFIX):])
 
 
-class PALLoadInpainter:
-    DESCRIPTION = ("An inpainter for Zoom Inpaint and Auto Fix: OpenCV (Telea or Navier-Stokes, no weights, fast) "
-                   "or a Stable Diffusion 1.x/2.x/SDXL inpainting model from models/diffusers or models/checkpoints.")
-    CATEGORY = "PAL"
+def load_opencv(method: str, radius: float) -> Inpainter:
+    """`method` as the CLI spells it without "opencv-" (e.g. "fsr-fast@128"); radius 0: scaled with the crop."""
+    return make_inpainter(f"opencv-{method}", radius=radius or None)
+
+
+def load_diffusers(choice: str, device: str, precision: str, **settings) -> Inpainter:
+    """A diffusers inpainter with these settings; the pipeline itself is loaded once and reused
+    (loading one takes seconds to minutes), only the last one is kept."""
+    torch_device = comfy_env.torch_device() if device == "auto" else torch.device(device)
+    if precision == "auto":
+        precision = "fp32" if torch_device.type == "cpu" else "fp16"
+    dtype = "fp32" if torch_device.type == "cpu" and precision == "fp16" else precision
+    path = resolve_diffusers_path(choice)
+    key = (path, str(torch_device), dtype)
+    if key not in _PIPELINES:
+        _PIPELINES.clear()
+        comfy_env.release_memory()
+        _PIPELINES[key] = make_inpainter(f"diffusers:{path}", device=torch_device, dtype=dtype)
+    loaded = _PIPELINES[key]
+    return type(loaded)(loaded.pipeline, name=loaded.name, **settings)
+
+
+_PIPELINES: dict[tuple, Inpainter] = {}
+DEVICE = (["auto", "cpu", "cuda"], {"default": "auto", "tooltip": "auto: ComfyUI's device."})
+NEGATIVE_PROMPT = ("STRING", {"default": "", "multiline": True, "tooltip": "What the repaired regions should not show."})
+STEPS = ("INT", {"default": 30, "min": 1, "max": 200, "tooltip": "Sampling steps."})
+GUIDANCE = ("FLOAT", {"default": 7.5, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "Classifier-free guidance scale."})
+STRENGTH = ("FLOAT", {"default": 0.99, "min": 0.01, "max": 1.0, "step": 0.01,
+                      "tooltip": "How much of the masked region is re-noised (1 = all)."})
+
+
+class PALLoadOpenCVInpainter:
+    DESCRIPTION = ("OpenCV's inpainting for Zoom Inpaint and Auto Fix: fills each region from its "
+                   "surroundings. No model, no prompt, fast on any CPU; smooths rather than invents detail.")
+    CATEGORY = INPAINTERS_CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = ("PAL_INPAINTER",)
     RETURN_NAMES = ("inpainter",)
     OUTPUT_TOOLTIPS = ("Connect to Zoom Inpaint or Auto Fix.",)
-    _cache: dict[tuple, Inpainter] = {}  # the last diffusers pipeline: loading one takes seconds to minutes
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        methods = [spec[len("opencv-"):] for spec in available_weight_free()]
+        return {"required": {
+            "method": (methods, {"default": methods[0], "tooltip": (
+                "The first is the measured best (README: Which weight-free inpainter). fsr: frequency selective "
+                "reconstruction, fills with texture; @128: at most 128 px wide, fast. telea / ns: fast marching / "
+                "Navier-Stokes, smooth fills. shiftmap: copies patches, slow. fsr/shiftmap need opencv-contrib.")}),
+            "radius": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.5,
+                                 "tooltip": "telea / ns: pixels each filled pixel looks at. 0: 1% of the crop's side "
+                                            "(at least 3), so zoomed-in crops are filled alike."}),
+        }}
+
+    def load(self, method: str, radius: float):
+        return (load_opencv(method, radius),)
+
+
+class PALLoadDiffusersInpainter:
+    DESCRIPTION = ("A Stable Diffusion 1.x/2.x/SDXL inpainting model for Zoom Inpaint and Auto Fix: a diffusers "
+                   "pipeline folder from models/diffusers or a checkpoint from models/checkpoints, with its prompt. "
+                   "To use a model loaded in ComfyUI instead, use ComfyUI Model Inpainter.")
+    CATEGORY = INPAINTERS_CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = ("PAL_INPAINTER",)
+    RETURN_NAMES = ("inpainter",)
+    OUTPUT_TOOLTIPS = ("Connect to Zoom Inpaint or Auto Fix; crops are inpainted at the model's own size "
+                       "(SD 1.x 512, SDXL 1024) unless the node says otherwise.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        models = diffusion_choices()
+        return {"required": {
+            "model": (models, {"default": models[0] if models else "",
+                               "tooltip": "Pipelines in models/diffusers/<name>/ and inpainting checkpoints in "
+                                          "models/checkpoints."}),
+            "prompt": ("STRING", {"default": "", "multiline": True,
+                                  "tooltip": "What the repaired regions should show, e.g. the generation's prompt."}),
+            "negative_prompt": NEGATIVE_PROMPT,
+            "steps": STEPS,
+            "guidance": GUIDANCE,
+            "strength": STRENGTH,
+            "device": DEVICE,
+            "precision": (["auto", "fp16", "bf16", "fp32"], {"default": "auto", "tooltip": "auto: fp16 on a GPU, "
+                                                                                           "fp32 on the CPU."}),
+        }}
+
+    def load(self, model, prompt, negative_prompt, steps, guidance, strength, device, precision):
+        return (load_diffusers(model, device, precision, prompt=prompt, negative_prompt=negative_prompt, steps=steps,
+                               guidance=guidance, strength=strength),)
+
+
+class PALLoadInpainter:
+    DESCRIPTION = ("Deprecated: use Load OpenCV Inpainter or Load Diffusers Inpainter (each shows only the "
+                   "settings it uses). Kept so saved workflows load.")
+    DEPRECATED = True
+    CATEGORY = DEPRECATED_CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = ("PAL_INPAINTER",)
+    RETURN_NAMES = ("inpainter",)
+    OUTPUT_TOOLTIPS = ("Connect to Zoom Inpaint or Auto Fix.",)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "inpainter": (inpainter_choices(), {"tooltip": "OpenCV needs no model; diffusion models give real "
+            "inpainter": (inpainter_choices(), {"default": OPENCV_CHOICES[0],
+                                                "tooltip": "OpenCV needs no model; diffusion models give real "
                                                            "content but need a GPU to be quick."}),
             "negative_prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "Diffusion only."}),
             "steps": ("INT", {"default": 30, "min": 1, "max": 200, "tooltip": "Diffusion sampling steps."}),
@@ -72,34 +171,27 @@ class PALLoadInpainter:
                                    "tooltip": "Classifier-free guidance scale (diffusion)."}),
             "strength": ("FLOAT", {"default": 0.99, "min": 0.01, "max": 1.0, "step": 0.01,
                                    "tooltip": "How much of the masked region is re-noised (diffusion; 1 = all)."}),
-            "device": (["auto", "cpu", "cuda"], {"tooltip": "auto: ComfyUI's device."}),
-            "precision": (["fp16", "bf16", "fp32"], {"tooltip": "Diffusion precision (fp16 needs a GPU)."}),
+            "device": DEVICE,
+            "precision": (["fp16", "bf16", "fp32"], {"default": "fp16",
+                                                     "tooltip": "Diffusion precision (fp16 needs a GPU)."}),
         }}
 
     def load(self, inpainter, negative_prompt, steps, guidance, strength, device, precision):
         if inpainter in OPENCV_CHOICES:
-            return (make_inpainter("opencv" if inpainter == "opencv-telea" else "opencv-ns"),)
-        torch_device = comfy_env.torch_device() if device == "auto" else torch.device(device)
-        dtype = "fp32" if torch_device.type == "cpu" and precision == "fp16" else precision
-        path = resolve_diffusers_path(inpainter)
-        key = (path, str(torch_device), dtype, negative_prompt, steps, guidance, strength)
-        if key not in self._cache:
-            self._cache.clear()
-            comfy_env.release_memory()
-            self._cache[key] = make_inpainter(f"diffusers:{path}", device=torch_device, dtype=dtype,
-                                              negative_prompt=negative_prompt, steps=steps, guidance=guidance,
-                                              strength=strength)
-        return (self._cache[key],)
+            return (load_opencv(inpainter[len("opencv-"):], 0.0),)
+        return (load_diffusers(inpainter, device, precision, negative_prompt=negative_prompt, steps=steps,
+                               guidance=guidance, strength=strength),)
 
 
 class PALComfyInpainter:
     DESCRIPTION = ("Inpaints each crop with your own checkpoint through ComfyUI's sampler (inpainting or normal "
                    "models): MODEL and VAE from a checkpoint loader, conditioning from CLIP Text Encode.")
-    CATEGORY = "PAL"
+    CATEGORY = INPAINTERS_CATEGORY
     FUNCTION = "make"
     RETURN_TYPES = ("PAL_INPAINTER",)
     RETURN_NAMES = ("inpainter",)
-    OUTPUT_TOOLTIPS = ("Connect to Zoom Inpaint or Auto Fix (the prompt there is ignored: the conditioning is used).",)
+    OUTPUT_TOOLTIPS = ("Connect to Zoom Inpaint or Auto Fix; crops are inpainted at the model's own size "
+                       "(SD 1.x 512, SDXL 1024) unless the node says otherwise.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -111,8 +203,8 @@ class PALComfyInpainter:
             "negative": ("CONDITIONING", {"tooltip": "What they should not show."}),
             "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "Sampling steps."}),
             "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "Guidance scale."}),
-            "sampler_name": (samplers, {"tooltip": "ComfyUI sampler."}),
-            "scheduler": (schedulers, {"tooltip": "ComfyUI scheduler."}),
+            "sampler_name": (samplers, {"default": "euler", "tooltip": "ComfyUI sampler."}),
+            "scheduler": (schedulers, {"default": "normal", "tooltip": "ComfyUI scheduler."}),
             "denoise": ("FLOAT", {"default": 0.8, "min": 0.01, "max": 1.0, "step": 0.01,
                                   "tooltip": "How much of the masked region is repainted (1 = all)."}),
         }}
@@ -124,10 +216,14 @@ class PALComfyInpainter:
 
 
 NODE_CLASS_MAPPINGS = {
-    "PALLoadInpainter": PALLoadInpainter,
+    "PALLoadOpenCVInpainter": PALLoadOpenCVInpainter,
+    "PALLoadDiffusersInpainter": PALLoadDiffusersInpainter,
     "PALComfyInpainter": PALComfyInpainter,
+    "PALLoadInpainter": PALLoadInpainter,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "PALLoadInpainter": "Load Inpainter (PAL)",
+    "PALLoadOpenCVInpainter": "Load OpenCV Inpainter (PAL)",
+    "PALLoadDiffusersInpainter": "Load Diffusers Inpainter (PAL)",
     "PALComfyInpainter": "ComfyUI Model Inpainter (PAL)",
+    "PALLoadInpainter": "Load Inpainter (PAL, old)",
 }

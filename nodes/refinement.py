@@ -1,4 +1,9 @@
-"""Zoom-in refinement nodes: Connected-Component Crop, Zoom Inpaint, Composite, Auto Fix, Crops to SEGS."""
+"""Zoom-in refinement nodes: Connected-Component Crop, Zoom Inpaint, Composite, Auto Fix, Crops to SEGS.
+
+Zoom Inpaint and Auto Fix had a prompt box of their own, which only one kind of inpainter read; the
+prompt now belongs to that inpainter's loader. Their first versions stay registered (deprecated) under
+their old ids, so saved workflows keep loading with their values in place.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import torch.nn.functional as F
 
 from pal_core import Detector
 from pal_core.composite import DEFAULT_FEATHER, DEFAULT_GROW, composite
-from pal_core.crops import DEFAULT_ZOOM, CropPlan, clip_box
+from pal_core.crops import DEFAULT_RESOLUTION, DEFAULT_ZOOM, CropPlan, clip_box
 from pal_core.inpainters import Inpainter
 from pal_core.masks import OFFICIAL_ITERATIONS, binarize
 from pal_core.refine import RefineOptions, inpaint_each, plan_regions, refine
@@ -18,6 +23,10 @@ from pal_core.verdicts import fix_summary, inpaint_line
 
 from . import comfy_env
 from .detection import THRESHOLD
+from .display import shown
+
+FIX_CATEGORY = "PAL/fix"
+DEPRECATED_CATEGORY = "PAL/deprecated"
 
 # ComfyUI-Impact-Pack's segment record; its detailers read these fields by name.
 SEG = namedtuple("SEG", ["cropped_image", "cropped_mask", "confidence", "crop_region", "bbox", "label",
@@ -31,8 +40,13 @@ FEATHER = ("FLOAT", {"default": DEFAULT_FEATHER, "min": 0.0, "max": 0.5, "step":
                      "tooltip": "Width of the soft edge where a fix fades into the original, as a fraction of the crop."})
 COLOR_MATCH = ("BOOLEAN", {"default": False, "tooltip": "Match the fix's colour (mean and spread in Lab) to a ring "
                                                         "of original pixels around it: hides seams from colour drift."})
+AUTO_TARGET_SIZE = ("INT", {"default": 0, "min": 0, "max": 2048, "step": 8,
+                            "tooltip": "Square size every crop is inpainted at. 0: the inpainter's own (SD 1.x: 512, "
+                                       "SDXL: 1024, OpenCV: 512)."})
 PROMPT = ("STRING", {"default": "", "multiline": True, "tooltip": "What the repaired regions should show "
                                                                   "(diffusion inpainters; OpenCV ignores it)."})
+REDETECT = ("BOOLEAN", {"default": True, "tooltip": "Check each fix with the detector and undo the ones that "
+                                                      "did not reduce the artifacts."})
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
                 "tooltip": "Region i of an image is inpainted with seed + i."})
 
@@ -55,7 +69,7 @@ def mask_for_images(mask: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 class PALConnectedComponentCrop:
     DESCRIPTION = ("Splits an artifact mask into connected regions and cuts a zoomed-in square crop around each "
                    "(the paper's zoom-in): crops and their masks go to any inpainting, the crop plan to Composite.")
-    CATEGORY = "PAL"
+    CATEGORY = FIX_CATEGORY
     FUNCTION = "crop"
     RETURN_TYPES = ("IMAGE", "MASK", "PAL_CROPS")
     RETURN_NAMES = ("crops", "crop_masks", "crop_plan")
@@ -77,7 +91,8 @@ class PALConnectedComponentCrop:
             "max_area_ratio": ("FLOAT", {"default": 0.5, "min": 0.01, "max": 1.0, "step": 0.01,
                                          "tooltip": "An image whose mask covers more than this share is left alone."}),
             "target_size": TARGET_SIZE,
-            "multiple": (["8", "16", "64"], {"tooltip": "Round the crop size to this multiple (latent models need 8)."}),
+            "multiple": (["8", "16", "64"], {"default": "8", "tooltip": "Round the crop size to this multiple "
+                                                                        "(latent models need 8)."}),
             "merge_overlapping": ("BOOLEAN", {"default": True, "tooltip": "Regions whose crops overlap share one crop."}),
         }}
 
@@ -88,9 +103,30 @@ class PALConnectedComponentCrop:
         return plan.extract(images), plan.crop_masks.to(images.device), plan
 
 
-class PALZoomInpaint:
-    DESCRIPTION = "Inpaints each zoomed-in crop where its mask is set, one region at a time (cancel between regions)."
-    CATEGORY = "PAL"
+def inpaint_crops(crops, crop_masks, inpainter: Inpainter, prompt: str, seed: int, crop_plan: CropPlan | None) -> dict:
+    """Each crop inpainted on its own (progress and cancel between regions); region i of an image gets seed + i.
+    The summary (a line per region) is also shown on the node."""
+    if crop_masks.shape != crops.shape[:3]:
+        raise ValueError(f"crop_masks have shape {tuple(crop_masks.shape)} but crops {tuple(crops.shape)}; "
+                         "connect both from the same Connected-Component Crop")
+    if crop_plan is not None and len(crop_plan) != crops.shape[0]:
+        raise ValueError(f"the crop plan has {len(crop_plan)} regions but {crops.shape[0]} crops came in")
+    seeds = ([seed + r.index_in_image for r in crop_plan.regions] if crop_plan is not None
+             else [seed + i for i in range(crops.shape[0])])
+    fixed = inpaint_each(inpainter, crops, crop_masks, [prompt] * crops.shape[0], seeds,
+                         comfy_env.Progress(crops.shape[0]))
+    summary = "\n".join(inpaint_line(i, crops[i], fixed[i], crop_masks[i], seeds[i],
+                                     crop_plan.regions[i] if crop_plan is not None else None)
+                        for i in range(crops.shape[0])) or "no regions: nothing to inpaint"
+    return shown((fixed, summary), [summary])
+
+
+class PALZoomInpaintV2:
+    DESCRIPTION = ("Inpaints each zoomed-in crop where its mask is set, one region at a time (progress and cancel "
+                   "between regions), and shows a line per region on the node. What to paint belongs to the "
+                   "inpainter: a diffusers model's prompt is set on its loader, your checkpoint's on ComfyUI Model "
+                   "Inpainter.")
+    CATEGORY = FIX_CATEGORY
     FUNCTION = "inpaint"
     RETURN_TYPES = ("IMAGE", "STRING")
     RETURN_NAMES = ("inpainted_crops", "summary")
@@ -103,34 +139,42 @@ class PALZoomInpaint:
             "required": {
                 "crops": ("IMAGE", {"tooltip": "From Connected-Component Crop."}),
                 "crop_masks": ("MASK", {"tooltip": "From Connected-Component Crop."}),
-                "inpainter": ("PAL_INPAINTER", {"tooltip": "From Load Inpainter or ComfyUI Model Inpainter."}),
-                "prompt": PROMPT,
+                "inpainter": ("PAL_INPAINTER", {"tooltip": "From an inpainter loader or ComfyUI Model Inpainter."}),
                 "seed": SEED,
             },
             "optional": {"crop_plan": ("PAL_CROPS", {"tooltip": "Gives each region its seed within its own image "
                                                                 "(seed + i), so results do not depend on the batch."})},
         }
 
+    def inpaint(self, crops, crop_masks, inpainter: Inpainter, seed, crop_plan: CropPlan | None = None):
+        return inpaint_crops(crops, crop_masks, inpainter, "", seed, crop_plan)
+
+
+class PALZoomInpaint:
+    DESCRIPTION = "Deprecated: use Zoom Inpaint (prompts are now set on the inpainter). Kept so saved workflows load."
+    DEPRECATED = True
+    CATEGORY = DEPRECATED_CATEGORY
+    FUNCTION = "inpaint"
+    RETURN_TYPES = PALZoomInpaintV2.RETURN_TYPES
+    RETURN_NAMES = PALZoomInpaintV2.RETURN_NAMES
+    OUTPUT_TOOLTIPS = PALZoomInpaintV2.OUTPUT_TOOLTIPS
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        inputs = PALZoomInpaintV2.INPUT_TYPES()
+        required = inputs["required"]
+        return {"required": {"crops": required["crops"], "crop_masks": required["crop_masks"],
+                             "inpainter": required["inpainter"], "prompt": PROMPT, "seed": SEED},
+                "optional": inputs["optional"]}
+
     def inpaint(self, crops, crop_masks, inpainter: Inpainter, prompt, seed, crop_plan: CropPlan | None = None):
-        if crop_masks.shape != crops.shape[:3]:
-            raise ValueError(f"crop_masks have shape {tuple(crop_masks.shape)} but crops {tuple(crops.shape)}; "
-                             "connect both from the same Connected-Component Crop")
-        if crop_plan is not None and len(crop_plan) != crops.shape[0]:
-            raise ValueError(f"the crop plan has {len(crop_plan)} regions but {crops.shape[0]} crops came in")
-        seeds = ([seed + r.index_in_image for r in crop_plan.regions] if crop_plan is not None
-                 else [seed + i for i in range(crops.shape[0])])
-        fixed = inpaint_each(inpainter, crops, crop_masks, [prompt] * crops.shape[0], seeds,
-                             comfy_env.Progress(crops.shape[0]))
-        summary = "\n".join(inpaint_line(i, crops[i], fixed[i], crop_masks[i], seeds[i],
-                                         crop_plan.regions[i] if crop_plan is not None else None)
-                            for i in range(crops.shape[0])) or "no regions: nothing to inpaint"
-        return fixed, summary
+        return inpaint_crops(crops, crop_masks, inpainter, prompt, seed, crop_plan)
 
 
 class PALComposite:
     DESCRIPTION = ("Blends the inpainted crops back into the images through feathered masks; pixels outside every "
                    "region stay exactly as they were.")
-    CATEGORY = "PAL"
+    CATEGORY = FIX_CATEGORY
     FUNCTION = "composite"
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("images", "blend_mask")
@@ -156,10 +200,30 @@ class PALComposite:
         return result.images, result.blend_mask.to(comfy_env.output_device())
 
 
-class PALAutoFix:
+def auto_fix(images, detector: Detector, inpainter: Inpainter, prompt: str, seed: int, threshold: float, zoom: float,
+             target_size: int, feather: float, color_match: bool, redetect: bool) -> dict:
+    """Refinement in one call; its summary (PAR before -> after per image) is shown on the node.
+    target_size 0: the inpainter's own size."""
+    resolution = target_size or inpainter.resolution or DEFAULT_RESOLUTION
+    options = RefineOptions(threshold=threshold, zoom=zoom, resolution=resolution, feather=feather,
+                            color_match=color_match, redetect=redetect)
+    with comfy_env.model_on_device(detector.model, detector.device):
+        result = refine(images, detector, inpainter, options, prompt, seed, progress=comfy_env.Progress(images.shape[0]))
+    reports = result.report()
+    summary = fix_summary(reports, threshold, inpainter.name, getattr(detector, "name", ""))
+    out = comfy_env.output_device()
+    after = result.par_after if result.par_after is not None else result.par_before
+    return shown((result.images.to(out), result.mask_before.float().to(out), result.blend_mask.to(out),
+                  json.dumps([{"model": getattr(detector, "name", None), **image} for image in reports]), summary),
+                 [summary], [round(float(p), 6) for p in after])
+
+
+class PALAutoFixV2:
     DESCRIPTION = ("Detect, crop, inpaint and composite in one node: finds the artifacts, repaints each region "
-                   "zoomed in, and (with re-detect) keeps a region's fix only if it reduced the artifacts there.")
-    CATEGORY = "PAL"
+                   "zoomed in, and (with re-detect) keeps a region's fix only if it reduced the artifacts there. "
+                   "The progress bar moves per image detected and per region inpainted; Cancel stops between "
+                   "regions. After a run the node shows PAR before -> after and each region's verdict.")
+    CATEGORY = FIX_CATEGORY
     FUNCTION = "fix"
     RETURN_TYPES = ("IMAGE", "MASK", "MASK", "STRING", "STRING")
     RETURN_NAMES = ("images", "artifact_mask", "blend_mask", "report", "summary")
@@ -173,36 +237,51 @@ class PALAutoFix:
         return {"required": {
             "images": ("IMAGE", {"tooltip": "The images to fix."}),
             "detector": ("PAL_DETECTOR", {"tooltip": "From Load Artifact Detector."}),
-            "inpainter": ("PAL_INPAINTER", {"tooltip": "From Load Inpainter or ComfyUI Model Inpainter."}),
-            "prompt": PROMPT,
+            "inpainter": ("PAL_INPAINTER", {"tooltip": "From an inpainter loader or ComfyUI Model Inpainter (the "
+                                                       "prompt is set there)."}),
             "seed": SEED,
             "threshold": THRESHOLD,
             "zoom": ZOOM,
-            "target_size": TARGET_SIZE,
+            "target_size": AUTO_TARGET_SIZE,
             "feather": FEATHER,
             "color_match": COLOR_MATCH,
-            "redetect": ("BOOLEAN", {"default": True, "tooltip": "Check each fix with the detector and undo the "
-                                                                 "ones that did not reduce the artifacts."}),
+            "redetect": REDETECT,
         }}
+
+    def fix(self, images, detector: Detector, inpainter: Inpainter, seed, threshold, zoom, target_size, feather,
+            color_match, redetect):
+        return auto_fix(images, detector, inpainter, "", seed, threshold, zoom, target_size, feather, color_match,
+                        redetect)
+
+
+class PALAutoFix:
+    DESCRIPTION = ("Deprecated: use Auto Fix Artifacts (prompts are now set on the inpainter, and the crop size "
+                   "follows the model). Kept so saved workflows load.")
+    DEPRECATED = True
+    CATEGORY = DEPRECATED_CATEGORY
+    FUNCTION = "fix"
+    RETURN_TYPES = PALAutoFixV2.RETURN_TYPES
+    RETURN_NAMES = PALAutoFixV2.RETURN_NAMES
+    OUTPUT_TOOLTIPS = PALAutoFixV2.OUTPUT_TOOLTIPS
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        new = PALAutoFixV2.INPUT_TYPES()["required"]
+        return {"required": {"images": new["images"], "detector": new["detector"], "inpainter": new["inpainter"],
+                             "prompt": PROMPT, "seed": SEED, "threshold": THRESHOLD, "zoom": ZOOM,
+                             "target_size": TARGET_SIZE, "feather": FEATHER, "color_match": COLOR_MATCH,
+                             "redetect": REDETECT}}
 
     def fix(self, images, detector: Detector, inpainter: Inpainter, prompt, seed, threshold, zoom, target_size,
             feather, color_match, redetect):
-        options = RefineOptions(threshold=threshold, zoom=zoom, resolution=target_size, feather=feather,
-                                color_match=color_match, redetect=redetect)
-        with comfy_env.model_on_device(detector.model, detector.device):
-            result = refine(images, detector, inpainter, options, prompt, seed,
-                            progress=comfy_env.Progress(images.shape[0]))
-        reports = result.report()
-        summary = fix_summary(reports, threshold, inpainter.name)
-        out = comfy_env.output_device()
-        return (result.images.to(out), result.mask_before.float().to(out), result.blend_mask.to(out),
-                json.dumps([{"model": getattr(detector, "name", None), **image} for image in reports]), summary)
+        return auto_fix(images, detector, inpainter, prompt, seed, threshold, zoom, target_size, feather, color_match,
+                        redetect)
 
 
 class PALCropsToSEGS:
     DESCRIPTION = ("Turns the crop plan into ComfyUI-Impact-Pack SEGS (one per image), so its detailers can "
                    "repaint our artifact regions.")
-    CATEGORY = "PAL"
+    CATEGORY = FIX_CATEGORY
     FUNCTION = "to_segs"
     RETURN_TYPES = ("SEGS",)
     RETURN_NAMES = ("segs",)
@@ -238,16 +317,20 @@ class PALCropsToSEGS:
 
 
 NODE_CLASS_MAPPINGS = {
+    "PALAutoFixV2": PALAutoFixV2,
     "PALConnectedComponentCrop": PALConnectedComponentCrop,
-    "PALZoomInpaint": PALZoomInpaint,
+    "PALZoomInpaintV2": PALZoomInpaintV2,
     "PALComposite": PALComposite,
-    "PALAutoFix": PALAutoFix,
     "PALCropsToSEGS": PALCropsToSEGS,
+    "PALAutoFix": PALAutoFix,
+    "PALZoomInpaint": PALZoomInpaint,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
+    "PALAutoFixV2": "Auto Fix Artifacts (PAL)",
     "PALConnectedComponentCrop": "Connected-Component Crop (PAL)",
-    "PALZoomInpaint": "Zoom Inpaint (PAL)",
+    "PALZoomInpaintV2": "Zoom Inpaint (PAL)",
     "PALComposite": "Composite (PAL)",
-    "PALAutoFix": "Auto Fix Artifacts (PAL)",
     "PALCropsToSEGS": "Crops to SEGS (PAL)",
+    "PALAutoFix": "Auto Fix Artifacts (PAL, old)",
+    "PALZoomInpaint": "Zoom Inpaint (PAL, old)",
 }

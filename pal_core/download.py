@@ -52,7 +52,7 @@ def download_model(name: str, folder: str | os.PathLike | None = None, *, overwr
     except OSError as error:
         raise DownloadError(f"cannot create {folder} ({error.strerror}); choose another folder with --dir") from error
 
-    partial = folder / f".{name}.download"
+    partial = folder / f".{name}.download"  # received_bytes() finds it by this name
     with _only_download_of(partial):
         _fetch(entry, partial, show_progress, progress)
         return _install(entry, partial, folder)
@@ -160,6 +160,12 @@ def _fetch(entry: catalogue.CatalogueEntry, partial: Path, show_progress: bool,
 def _received(partial: Path) -> int:
     """Bytes already on disk: gdown keeps them in `<partial name><8 characters>.part`."""
     return sum(p.stat().st_size for p in partial.parent.glob(f"{partial.name}*.part"))
+
+
+def received_bytes(name: str, folder: str | os.PathLike | None = None) -> int:
+    """Bytes of model `name` received by a download that stopped (0 when none is waiting to resume)."""
+    folder = Path(folder) if folder is not None else model_store.install_folder()
+    return _received(folder / f".{name}.download")
 
 
 def _refuse_web_page(path: Path, entry: catalogue.CatalogueEntry) -> None:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import torch
 
 OFFICIAL_MODEL = "pal4vst-unified"
-OFFICIAL_MODEL_HINT = (f"the official PAL4VST model finds more (`pal download {OFFICIAL_MODEL}`, "
-                       f"then `--model {OFFICIAL_MODEL}`)")
+OFFICIAL_MODEL_HINT = (f"the official PAL4VST model finds more (`pal download {OFFICIAL_MODEL}`; once installed "
+                       "it is the default)")
 
 
 def region_verdict(region: dict) -> str:
@@ -41,14 +41,19 @@ def fix_line(name: str, report: dict, output: str | None = None) -> str:
     par = f"PAR {par_before:.4f}" + (f" -> {par_after:.4f}" if par_after is not None else "")
     kept = sum(1 for r in regions if r["kept"])
     details = ", ".join(region_verdict(r) for r in regions)
-    return f"{name}: {par}; {kept} of {len(regions)} regions fixed: {details}{where}"
+    return f"{name}: {par}; {kept} of {_count(len(regions), 'region')} fixed: {details}{where}"
 
 
 def detect_line(name: str, record: dict, regions: int | None = None) -> str:
     """One line for one detected image: PAR, regions (when counted), the highest probability, outputs."""
-    found = f", {regions} region{'s' if regions != 1 else ''}" if regions is not None else ""
+    found = f", {_count(regions, 'region')}" if regions is not None else ""
     where = f" -> {record['outputs']['overlay']}" if record.get("outputs") else ""
     return f"{name}: PAR {record['par']:.4f}{found}, highest artifact probability {record['max_prob']:.2f}{where}"
+
+
+def official_model_hint(detector: str) -> str:
+    """'; the official model finds more (...)' unless the detector is an official one already."""
+    return "" if detector.startswith("pal4vst") else "; " + OFFICIAL_MODEL_HINT
 
 
 @dataclass
@@ -58,6 +63,7 @@ class FixTally:
     threshold: float
     inpainter: str
     other_inpainters: tuple[str, ...] = ()
+    detector: str = ""  # its name: the official model is not suggested to its own users
     images: int = 0
     improved: int = 0  # at least one fix kept
     rejected: int = 0  # regions found, every fix rejected
@@ -91,14 +97,14 @@ class FixTally:
     def summary(self, out: str | None = None) -> list[str]:
         """The closing lines: counts, where the results are, and what to try when nothing changed."""
         done = self.images - self.failed
-        parts = [f"{self.improved} improved ({self.regions_fixed} regions fixed)"]
+        parts = [f"{self.improved} improved ({_count(self.regions_fixed, 'region')} fixed)"]
         if self.rejected:
             parts.append(f"{self.rejected} unchanged (every fix rejected)")
         if self.clean:
             parts.append(f"{self.clean} with no artifact found")
         if self.skipped:
             parts.append(f"{self.skipped} left alone")
-        lines = [f"{self.images} image{'s' if self.images != 1 else ''}: " + ", ".join(parts)
+        lines = [f"{_count(self.images, 'image')}: " + ", ".join(parts)
                  + (f"; results (PNG + JSON per image) in {out}" if done and out else "")]
         if done and self.improved == 0:
             lines += self.advice()
@@ -116,17 +122,17 @@ class FixTally:
                 "and judge them yourself (--sheet FILE draws them side by side)")
         if self.clean:
             lines.append(f"no artifact was found at --threshold {self.threshold}: if you see some, try a lower "
-                         f"threshold (e.g. --threshold {max(0.05, round(self.threshold - 0.2, 2))}); "
-                         + OFFICIAL_MODEL_HINT)
+                         f"threshold (e.g. --threshold {max(0.05, round(self.threshold - 0.2, 2))})"
+                         + official_model_hint(self.detector))
         if self.skipped:
             lines.append(f"left alone: {self.skip_reasons[0]}; raise --max-area-ratio to fix such images anyway, "
                          "or raise --threshold")
         return lines
 
 
-def fix_summary(reports: list[dict], threshold: float, inpainter: str) -> str:
+def fix_summary(reports: list[dict], threshold: float, inpainter: str, detector: str = "") -> str:
     """The text a node shows after fixing a batch: a line per image, the counts, advice if nothing helped."""
-    tally = FixTally(threshold, inpainter)
+    tally = FixTally(threshold, inpainter, detector=detector)
     lines = []
     for index, report in enumerate(reports):
         tally.add(report)
@@ -152,6 +158,7 @@ class DetectTally:
     """Counts what `pal detect` found, for the summary and its advice."""
 
     threshold: float
+    detector: str = ""
     images: int = 0
     with_artifacts: int = 0
     failed: int = 0
@@ -171,13 +178,17 @@ class DetectTally:
     def summary(self, out: str | None) -> list[str]:
         read = self.images - self.failed
         mean = self.par_sum / read if read else 0.0
-        line = (f"{self.images} image{'s' if self.images != 1 else ''}: {self.with_artifacts} with artifacts, "
+        line = (f"{_count(self.images, 'image')}: {self.with_artifacts} with artifacts, "
                 f"{read - self.with_artifacts} without (mean PAR {mean:.4f})")
         if out and read:
             line += f"; masks, probabilities and overlays in {out}"
         lines = [line]
         if read and not self.with_artifacts:
             lines.append(f"no artifact was found at --threshold {self.threshold} (the highest probability seen was "
-                         f"{self.highest_probability:.2f}): if you see some, try a lower --threshold; "
-                         + OFFICIAL_MODEL_HINT)
+                         f"{self.highest_probability:.2f}): if you see some, try a lower --threshold"
+                         + official_model_hint(self.detector))
         return lines
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

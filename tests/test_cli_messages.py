@@ -115,7 +115,7 @@ def test_every_fix_rejected_gives_advice():
     tally.add(report)
     assert region_verdict(rejected) == "#0 rejected (artifact px 12 -> 1204: not fewer)"
     assert fix_line("a.png", report, "out/a.png") == (
-        "a.png: PAR 0.0100 -> 0.0100; 0 of 1 regions fixed: #0 rejected (artifact px 12 -> 1204: not fewer) "
+        "a.png: PAR 0.0100 -> 0.0100; 0 of 1 region fixed: #0 rejected (artifact px 12 -> 1204: not fewer) "
         "-> out/a.png")
     summary = tally.summary("out")
     assert summary[0] == "1 image: 0 improved (0 regions fixed), 1 unchanged (every fix rejected); results (PNG + JSON per image) in out"
@@ -123,7 +123,7 @@ def test_every_fix_rejected_gives_advice():
     kept = dict(rejected, artifact_px_after=3, kept=True)
     tally.add(dict(report, regions=[kept, rejected]))
     assert tally.summary("out") == [
-        "2 images: 1 improved (1 regions fixed), 1 unchanged (every fix rejected); results (PNG + JSON per image) in out"]
+        "2 images: 1 improved (1 region fixed), 1 unchanged (every fix rejected); results (PNG + JSON per image) in out"]
 
 
 @pytest.mark.parametrize("regions", [0, 2, 9])
@@ -175,3 +175,24 @@ def test_fix_and_detect_write_sheets_and_refuse_to_overwrite_one(tmp_path, tiny_
     assert Image.open(detect_sheet).size == (width, height)
     assert main(["detect", str(paths[0]), "--model", tiny_detector_file, "--sheet", str(tmp_path / "s.jpg")]) == 2
     assert "--sheet must be a .png file" in capsys.readouterr().err
+
+
+def test_without_opencv_contrib_the_default_inpainter_falls_back_and_says_so(
+        tmp_path, tiny_detector_file, capsys, monkeypatch):
+    from pal_core import inpainters
+
+    monkeypatch.setattr(inpainters, "has_xphoto", lambda: False)
+    paths = write_images(tmp_path / "in", count=1)
+    assert main(fix_argv(tiny_detector_file, tmp_path / "out", paths)) == 0
+    assert "this OpenCV lacks the contrib modules, so the inpainter is opencv-ns" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "img0.json").read_text())["inpainter"] == "opencv-ns"
+
+
+def test_the_official_model_is_suggested_only_to_those_who_do_not_use_it():
+    clean = {"par_before": 0.0, "par_after": 0.0, "skipped": None, "regions": []}
+    for detector, suggested in (("pal_lite", True), ("pal4vst-unified", False)):
+        tally = FixTally(0.5, "opencv-ns", detector=detector)
+        tally.add(clean)
+        advice = tally.summary("out")[1]
+        assert "no artifact was found at --threshold 0.5" in advice
+        assert (f"pal download {OFFICIAL_MODEL}" in advice) == suggested

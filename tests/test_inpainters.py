@@ -62,7 +62,7 @@ def test_interface_expands_prompts_and_seeds_and_checks_shapes():
 
 
 def test_unknown_inpainter_names_are_refused_with_the_choices():
-    with pytest.raises(ValueError, match="opencv, opencv-ns, diffusers:PATH"):
+    with pytest.raises(ValueError, match="opencv, opencv-fsr-fast@128, opencv-telea"):
         make_inpainter("lama")
     with pytest.raises(ValueError, match="unknown inpainter"):
         make_inpainter("diffusers:")

@@ -6,16 +6,21 @@ switch) points the catalogue entry at the stand-in host and at the tiny network'
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 from pathlib import Path
 
+import gdown
 import numpy as np
 import pytest
+import requests
 import torch
 from PIL import Image
 
 from model_host import DriveTunnel, ModelHost, Served
-from pal_core import catalogue, download, loading, model_store
+from pal_core import catalogue, download, installing, loading, model_store
+from pal_core.checkpoint import read_detector_file
 from pal_core.cli import main
 from pal_core.download import DownloadError, download_model
 from pal_core.installing import InstallError, install_file
@@ -62,6 +67,8 @@ def test_direct_download_is_verified_converted_and_recorded(tmp_path, monkeypatc
     record = (home / "pal4vst-unified.safetensors.sha256").read_text().split()
     assert record == [model_store.sha256_of(path), "pal4vst-unified.safetensors"]
     assert model_store.verify(path).ok
+    assert read_detector_file(path).extra["download"] == {
+        "url": host.url("/u.pth"), "bytes": len(CHECKPOINT), "sha256": hashlib.sha256(CHECKPOINT).hexdigest()}
     ours = load_detector(NAME, device="cpu")
     reference = load_detector(FIXTURES / "swin_w12.pth", device="cpu")
     assert ours.name == NAME and ours.info.format == "safetensors"
@@ -72,7 +79,7 @@ def test_direct_download_is_verified_converted_and_recorded(tmp_path, monkeypatc
     assert not model_store.verify(path).ok
 
 
-def test_interrupted_download_resumes_where_it_stopped(tmp_path, monkeypatch, home, host):
+def test_interrupted_download_resumes_where_it_stopped(tmp_path, monkeypatch, home, host, capsys):
     cut = len(CHECKPOINT) // 3
     host.files["/u.pth"] = Served(CHECKPOINT, cut_at=cut)
     use_catalogue(tmp_path, monkeypatch, url=host.url("/u.pth"))
@@ -82,7 +89,9 @@ def test_interrupted_download_resumes_where_it_stopped(tmp_path, monkeypatch, ho
     assert not (home / "pal4vst-unified.safetensors").exists()
     parts = [p for p in home.iterdir() if p.name.endswith(".part")]
     kept = parts[0].stat().st_size  # whole chunks received before the cut
-    assert len(parts) == 1 and 0 < kept <= cut
+    assert len(parts) == 1 and 0 < kept <= cut and download.received_bytes(NAME) == kept
+    code, out, _ = run_cli(capsys, "models", "--json")
+    assert json.loads(out.splitlines()[0])["received_bytes"] == kept
     download_model(NAME, show_progress=False)
     assert host.requests[-1]["range"] == f"bytes={kept}-"
     assert leftovers(home) == ["pal4vst-unified.safetensors", "pal4vst-unified.safetensors.sha256"]
@@ -181,10 +190,6 @@ def test_no_connection_says_so_in_one_line(tmp_path, monkeypatch, home):
 
 
 def test_a_full_disk_leaves_nothing_under_the_final_name(home, monkeypatch):
-    import errno
-
-    from pal_core import installing
-
     def full(checkpoint, path, overwrite=False):
         Path(path).write_bytes(b"half")
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -297,6 +302,8 @@ def test_models_list_verify_and_add(tmp_path, monkeypatch, home, capsys):
     assert code == 2 and "--name" in err
     code, out, _ = run_cli(capsys, "models", "add", fetched, "--name", NAME)
     assert code == 0 and str(home / "pal4vst-unified.safetensors") in out
+    assert read_detector_file(home / "pal4vst-unified.safetensors").extra["added"] == {
+        "file": "checkpoint.pth", "bytes": len(CHECKPOINT), "sha256": model_store.sha256_of(fetched)}
     code, _, err = run_cli(capsys, "models", "add", fetched, "--name", NAME)
     assert code == 2 and "--overwrite" in err
     code, out, _ = run_cli(capsys, "models", "add", FIXTURES / "swin_w7.pth", "--name", "my-w7")
@@ -314,16 +321,14 @@ def test_models_list_verify_and_add(tmp_path, monkeypatch, home, capsys):
 
 
 @pytest.mark.parametrize("failure, expected", [
-    (lambda: __import__("requests").exceptions.ConnectionError(
+    (lambda: requests.exceptions.ConnectionError(
         "HTTPSConnectionPool(host='drive.google.com', port=443): Max retries exceeded (Caused by "
         "NameResolutionError(\"Failed to resolve 'drive.google.com' ([Errno -3] Temporary failure in name resolution)\"))"),
      r"could not reach drive\.google\.com \(DNS lookup failed: is this machine online\?\)"),
-    (lambda: OSError(__import__("errno").ENOSPC, "No space left on device"),
+    (lambda: OSError(errno.ENOSPC, "No space left on device"),
      "the disk holding .* is full: pal4vst-unified needs about 0.5 GB"),
 ])
 def test_dns_failure_and_full_disk_during_the_transfer_say_so(home, monkeypatch, failure, expected):
-    import gdown
-
     def fail(**kwargs):
         raise failure()
 

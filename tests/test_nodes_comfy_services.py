@@ -39,6 +39,13 @@ def install_fake_comfy_nodes(monkeypatch, calls: list):
     module.InpaintModelConditioning = InpaintModelConditioning
     module.common_ksampler = common_ksampler
     monkeypatch.setitem(sys.modules, "nodes", module)
+    comfy = types.ModuleType("comfy")
+    latent_formats = types.ModuleType("comfy.latent_formats")
+    latent_formats.SD15 = type("SD15", (), {})
+    latent_formats.SDXL = type("SDXL", (), {})
+    comfy.latent_formats = latent_formats
+    monkeypatch.setitem(sys.modules, "comfy", comfy)
+    monkeypatch.setitem(sys.modules, "comfy.latent_formats", latent_formats)
     sys.modules.pop("pal_nodes.comfy_sampling", None)
 
 
@@ -54,6 +61,18 @@ def test_comfy_model_inpainter_calls_comfyui_per_region(monkeypatch):
                      ("encode", (1, 64, 64, 3), (1, 64, 64), True), ("sample", 40, 12, 6.5, "euler", "karras", 0.7)]
     assert torch.allclose(out[0], torch.full((64, 64, 3), 0.28)) and torch.allclose(out[1], torch.full((64, 64, 3), 0.65))
     assert inpainter.multiple == 8
+
+
+def test_comfy_model_inpainter_works_at_the_models_own_size(monkeypatch):
+    install_fake_comfy_nodes(monkeypatch, [])
+    formats = sys.modules["comfy.latent_formats"]
+
+    def model_with(latent_format):
+        return types.SimpleNamespace(model=types.SimpleNamespace(latent_format=latent_format))
+
+    sd15 = PALComfyInpainter().make(model_with(formats.SD15()), FakeVAE(), "p", "n", 1, 1.0, "euler", "normal", 1.0)[0]
+    sdxl = PALComfyInpainter().make(model_with(formats.SDXL()), FakeVAE(), "p", "n", 1, 1.0, "euler", "normal", 1.0)[0]
+    assert (sd15.resolution, sdxl.resolution) == (512, 1024)
 
 
 def test_model_folders_and_progress_use_comfyui_when_present(monkeypatch, tmp_path):

@@ -23,7 +23,7 @@ def models_dir(tmp_path, monkeypatch, tiny_detector_file):
 
 @pytest.fixture
 def detector(models_dir):
-    return PALLoadDetector().load("tiny.safetensors", "cpu", "fp32", 512)[0]
+    return PALLoadDetector().load("tiny.safetensors", "cpu", "fp32", 512)["result"][0]
 
 
 def test_every_node_is_described_and_every_input_has_a_tooltip():
@@ -37,11 +37,22 @@ def test_every_node_is_described_and_every_input_has_a_tooltip():
                 assert len(spec) == 2 and spec[1].get("tooltip"), f"{class_id}.{name} has no tooltip"
 
 
+def test_nodes_sit_in_subcategories_and_every_choice_has_a_default():
+    categories = {cls.CATEGORY for cls in pal_nodes.NODE_CLASS_MAPPINGS.values()}
+    assert categories == {"PAL/detect", "PAL/rank", "PAL/fix", "PAL/fix/inpainters", "PAL/deprecated"}
+    for class_id, cls in pal_nodes.NODE_CLASS_MAPPINGS.items():
+        assert getattr(cls, "DEPRECATED", False) == (cls.CATEGORY == "PAL/deprecated"), class_id
+        for section in cls.INPUT_TYPES().values():
+            for name, (kind, options) in section.items():
+                if isinstance(kind, list) and kind:  # a combo: the frontend shows "undefined" without a default
+                    assert options.get("default") in kind, f"{class_id}.{name}"
+
+
 def test_loader_lists_models_folder_and_loads(models_dir, detector):
     choices = PALLoadDetector.INPUT_TYPES()["required"]["model"][0]
     assert choices[0] == "default" and "tiny.safetensors" in choices
     assert detector.name == "tiny" and detector.device.type == "cpu" and detector.input_size == 512
-    native = PALLoadDetector().load("tiny.safetensors", "cpu", "fp32", 0)[0]
+    native = PALLoadDetector().load("tiny.safetensors", "cpu", "fp32", 0)["result"][0]
     assert native.input_size is None and native.model is detector.model  # loaded once, reused
     with pytest.raises(FileNotFoundError, match="models/pal4vst"):
         PALLoadDetector().load("missing.safetensors", "cpu", "fp32", 512)
@@ -51,7 +62,10 @@ def test_loader_lists_models_folder_and_loads(models_dir, detector):
 
 def test_detect_outputs(detector):
     images = torch.rand(3, 48, 64, 3)
-    mask, probability, preview, par = PALDetectArtifacts().detect(detector, images, 0.5)
+    out = PALDetectArtifacts().detect(detector, images, 0.5)
+    mask, probability, preview, par = out["result"]
+    assert out["ui"]["par"] == par and out["ui"]["text"] == ["\n".join(
+        f"#{i}  PAR {p:.4f}  ({p:.1%} of pixels)" for i, p in enumerate(par))]
     assert mask.shape == probability.shape == (3, 48, 64) and preview.shape == images.shape
     assert torch.equal(mask, (probability > 0.5).float())
     assert torch.allclose(probability, detector.predict(images))
@@ -68,7 +82,8 @@ def test_par_score_from_mask_or_images(detector):
     mask[0, :5] = 1.0
     out = PALPARScore().score(0.5, mask=mask)
     scores, report = out["result"]
-    assert out["ui"]["text"] == [report]
+    assert out["ui"] == {"text": ["#0  PAR 0.5000  (50.0% of pixels)\n#1  PAR 0.0000  (0.0% of pixels)"],
+                         "par": [0.5, 0.0]}
     assert scores == [0.5, 0.0] and json.loads(report) == [{"index": 0, "par": 0.5}, {"index": 1, "par": 0.0}]
     images = torch.rand(2, 40, 40, 3)
     scores, _ = PALPARScore().score(0.5, images=images, detector=detector)["result"]
@@ -80,14 +95,19 @@ def test_par_score_from_mask_or_images(detector):
 def test_rank_by_par_sorts_and_filters(detector):
     images = torch.rand(5, 32, 32, 3)
     par = detector.par(images)
-    kept_images, masks, indices, scores, report = PALRankByPAR().rank(detector, images, 0, 1.0, 0.5)
+    out = PALRankByPAR().rank(detector, images, 0, 1.0, 0.5)
+    kept_images, masks, indices, scores, report = out["result"]
+    assert out["ui"]["par"] == [round(float(p), 6) for p in par]  # every image's, in batch order
+    assert out["ui"]["text"][0].splitlines() == [f"#{i}  PAR {par[i]:.4f}  kept" for i in indices]
     assert indices == sorted(range(5), key=lambda i: (float(par[i]), i))
     assert scores == sorted(scores) and torch.equal(kept_images[0], images[indices[0]])
     assert masks.shape == (5, 32, 32)
-    top2 = PALRankByPAR().rank(detector, images, 2, 1.0, 0.5)
+    top2 = PALRankByPAR().rank(detector, images, 2, 1.0, 0.5)["result"]
+    assert [line.endswith("kept") for line in PALRankByPAR().rank(detector, images, 2, 1.0, 0.5)["ui"]["text"][0]
+            .splitlines()] == [True, True, False, False, False]
     assert top2[2] == indices[:2] and top2[0].shape[0] == 2
     limit = float(par.min())
-    under = PALRankByPAR().rank(detector, images, 0, limit, 0.5)
+    under = PALRankByPAR().rank(detector, images, 0, limit, 0.5)["result"]
     assert all(s <= limit + 1e-6 for s in under[3]) and len(under[2]) >= 1
     json.loads(under[4])
 
@@ -96,6 +116,8 @@ def test_rank_by_par_empty_selection_is_a_message(detector):
     images = torch.rand(2, 32, 32, 3)
     if float(detector.par(images).min()) == 0.0:
         pytest.skip("this random detector finds nothing; the empty case needs PAR > 0")
-    kept_images, masks, indices, scores, report = PALRankByPAR().rank(detector, images, 0, 0.0, 0.5)
+    out = PALRankByPAR().rank(detector, images, 0, 0.0, 0.5)
+    kept_images, masks, indices, scores, report = out["result"]
     assert kept_images.shape[0] == 0 and indices == [] and scores == []
     assert "raise max_par" in json.loads(report)["message"]
+    assert out["ui"]["text"][0].splitlines()[-1] == json.loads(report)["message"]

@@ -61,11 +61,11 @@ def test_lists_installed_first_missing_marked_then_files(models_dir, host):
     # a workflow saved before the install still validates, and loads the installed model
     assert PALLoadDetector.VALIDATE_INPUTS("pal4vst-unified (not installed)") is True
     assert PALLoadDetector.VALIDATE_INPUTS("gone.safetensors") != True  # noqa: E712 (an error text)
-    detector, info = PALLoadDetector().load("pal4vst-unified (not installed)", "cpu", "fp32", 512, False)
+    detector, info = PALLoadDetector().load("pal4vst-unified (not installed)", "cpu", "fp32", 512, False)["result"]
     assert detector.name == "pal4vst-unified" and str(models_dir) in info
-    detector, info = PALLoadDetector().load("default", "cpu", "fp32", 512, False)
+    detector, info = PALLoadDetector().load("default", "cpu", "fp32", 512, False)["result"]
     assert detector.name == "pal4vst-unified" and "pal-lite" not in info
-    assert PALLoadDetector().load("mine.safetensors", "cpu", "fp32", 512, False)[0].name == "tiny"
+    assert PALLoadDetector().load("mine.safetensors", "cpu", "fp32", 512, False)["result"][0].name == "tiny"
 
 
 def test_missing_model_downloads_only_when_switched_on(models_dir, host, monkeypatch):
@@ -80,15 +80,17 @@ def test_missing_model_downloads_only_when_switched_on(models_dir, host, monkeyp
             super().__call__(done, total)
 
     monkeypatch.setattr(comfy_env, "Progress", RecordingProgress)
-    detector, info = PALLoadDetector().load("pal4vst-stylegan2 (not installed)", "cpu", "fp32", 512, True)
+    detector, info = PALLoadDetector().load("pal4vst-stylegan2 (not installed)", "cpu", "fp32", 512, True)["result"]
     assert detector.name == "pal4vst-stylegan2" and (models_dir / "pal4vst-stylegan2.safetensors").is_file()
     assert reported[-1] == (FIXTURE.stat().st_size,) * 2 and len(host.requests) == 1
 
 
 def test_default_says_when_it_falls_back_to_pal_lite(models_dir, monkeypatch):
     monkeypatch.setattr(loading, "_said", set())
-    detector, info = PALLoadDetector().load("default", "cpu", "fp32", 512, False)
+    shown = PALLoadDetector().load("default", "cpu", "fp32", 512, False)
+    detector, info = shown["result"]
     assert detector.name == "pal_lite" and "pal download pal4vst-unified" in info
+    assert shown["ui"]["text"] == [info]  # drawn on the node too
 
 
 def test_node_reports_name_the_model(models_dir):
@@ -96,10 +98,10 @@ def test_node_reports_name_the_model(models_dir):
     from pal_nodes.detection import PALPARScore, PALRankByPAR
     from pal_nodes.refinement import PALAutoFix
 
-    detector = PALLoadDetector().load("mine.safetensors", "cpu", "fp32", 64, False)[0]
+    detector = PALLoadDetector().load("mine.safetensors", "cpu", "fp32", 64, False)["result"][0]
     images = torch.rand(2, 32, 32, 3)
-    assert json.loads(PALRankByPAR().rank(detector, images, 1, 1.0, 0.5)[4])["model"] == "tiny"
+    assert json.loads(PALRankByPAR().rank(detector, images, 1, 1.0, 0.5)["result"][4])["model"] == "tiny"
     assert [r["model"] for r in json.loads(PALPARScore().score(0.5, images, detector)["result"][1])] == ["tiny"] * 2
     assert "model" not in json.loads(PALPARScore().score(0.5, mask=torch.zeros(1, 8, 8))["result"][1])[0]
-    report = PALAutoFix().fix(images, detector, make_inpainter("opencv"), "", 0, 0.5, 1.5, 64, 0.1, False, True)[3]
+    report = PALAutoFix().fix(images, detector, make_inpainter("opencv"), "", 0, 0.5, 1.5, 64, 0.1, False, True)["result"][3]
     assert [r["model"] for r in json.loads(report)] == ["tiny"] * 2

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     console = Console("detect", len(images), args.quiet)
-    tally = DetectTally(args.threshold)
+    tally = DetectTally(args.threshold, detector.name)
     rows: list[SheetRow] = []
     for path in images:
         try:

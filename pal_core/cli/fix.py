@@ -20,7 +20,7 @@ from .. import atomic
 from ..crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
 from ..download import DownloadError
 from ..imageio import ImageReadError, list_images, read_image, to_uint8, write_png
-from ..inpainters import SPECS, WEIGHT_FREE, make_inpainter
+from ..inpainters import DEFAULT, FALLBACK, SPECS, available_weight_free, default_weight_free, make_inpainter
 from ..loading import load_detector
 from ..refine import RefineOptions, refine
 from ..sheets import SheetRow, draw_sheet, fix_row
@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders searched recursively")
     parser.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
     add_model_arguments(parser)
-    parser.add_argument("--inpainter", default="opencv", help=f"one of: {', '.join(SPECS)} (default: opencv, Telea)")
+    parser.add_argument("--inpainter", default="opencv",
+                        help=f"one of: {', '.join(SPECS)}; opencv-METHOD@SIZE inpaints at most SIZE px wide "
+                             f"(default: opencv = {DEFAULT}, or {FALLBACK} where OpenCV lacks the contrib modules)")
     parser.add_argument("--prompt", default="", help="diffusers: what the repainted regions should show")
     parser.add_argument("--negative-prompt", default="", help="diffusers: what they should not show")
     parser.add_argument("--steps", type=int, default=30, help="diffusers: sampling steps (default: 30)")
@@ -90,7 +92,11 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(error))
 
     console = Console("fix", len(paths), args.quiet, steps="step")
-    tally = FixTally(options.threshold, inpainter.name, tuple(s for s in WEIGHT_FREE if s != args.inpainter))
+    if args.inpainter == "opencv" and default_weight_free() != DEFAULT:
+        console.line(f"pal fix: this OpenCV lacks the contrib modules, so the inpainter is {FALLBACK}, not {DEFAULT} "
+                     "(see the README: one OpenCV wheel per environment)")
+    tally = FixTally(options.threshold, inpainter.name, tuple(s for s in available_weight_free() if s != inpainter.name),
+                     detector.name)
     rows: list[SheetRow] = []
     for path in paths:
         try:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import catalogue, model_store
 from ..checkpoint import CheckpointError
+from ..download import received_bytes
 from ..installing import InstallError, install_file
 from ..loading import ModelNotFoundError, locate_model
 
@@ -42,9 +43,12 @@ def _installed_rows() -> list[dict]:
     for entry in catalogue.entries():
         path = locate_model(entry.name)
         status = "shipped" if entry.shipped else ("installed" if path else "not installed")
-        rows.append({"name": entry.name, "status": status, "path": str(path) if path else None,
-                     "bytes": path.stat().st_size if path else entry.approx_bytes, "purpose": entry.purpose,
-                     "link": entry.page})
+        row = {"name": entry.name, "status": status, "path": str(path) if path else None,
+               "bytes": path.stat().st_size if path else entry.approx_bytes, "purpose": entry.purpose,
+               "link": entry.page}
+        if status == "not installed" and (received := received_bytes(entry.name)):
+            row["received_bytes"] = received  # a stopped download that `pal download` resumes
+        rows.append(row)
     known = {row["path"] for row in rows}
     for folder in model_store.model_folders():
         for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
@@ -82,6 +86,8 @@ def _print_table(rows: list[dict]) -> None:
     for row in rows:
         size = _size(row["bytes"], approximate=row["status"] == "not installed")
         where = row["path"] or f"get it: pal download {row['name']}"
+        if row.get("received_bytes"):
+            where += f" (resumes: {_size(row['received_bytes'], approximate=False)} received)"
         print(f"{row['name']:<{width}}  {row['status']:<13}  {size:>9}  {where}")
         print(f"{'':<{width}}  {row['purpose']}")
         if "verify" in row:
@@ -113,7 +119,9 @@ def run_add(args: argparse.Namespace) -> int:
         print(f"pal models add: {args.file}: no such file", file=sys.stderr)
         return 2
     try:
-        path = install_file(args.file, name, args.dir, origin=_origin(name, args.file), overwrite=args.overwrite)
+        added = {"file": args.file.name, "bytes": args.file.stat().st_size, "sha256": model_store.sha256_of(args.file)}
+        path = install_file(args.file, name, args.dir, origin=_origin(name, args.file), extra={"added": added},
+                            overwrite=args.overwrite)
     except (InstallError, CheckpointError, ModelNotFoundError, FileExistsError, ValueError) as error:
         print(f"pal models add: {error}", file=sys.stderr)
         return 2

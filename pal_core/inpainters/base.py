@@ -20,6 +20,8 @@ class Inpainter(ABC):
     name: str = "inpainter"
     # Crops sent to this inpainter should have sides that are multiples of this (VAE downsampling).
     multiple: int = 1
+    # The square size crops are best inpainted at (a diffusion model's training size); None: any size.
+    resolution: int | None = None
 
     def inpaint(self, crops: torch.Tensor, masks: torch.Tensor, prompts: str | Sequence[str] = "",
                 seeds: int | Sequence[int] = 0) -> torch.Tensor:

@@ -42,7 +42,7 @@ class DiffusersInpainter(Inpainter):
     multiple = 8
 
     def __init__(self, pipeline: Any, negative_prompt: str = "", steps: int = 30, guidance: float = 7.5,
-                 strength: float = 0.99, batch_size: int = 1, name: str = "diffusers"):
+                 strength: float = 0.99, batch_size: int = 1, name: str = "diffusers", prompt: str = ""):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, not {steps}")
         if not 0.0 < strength <= 1.0:
@@ -56,12 +56,15 @@ class DiffusersInpainter(Inpainter):
         self.strength = strength  # 0.99, not 1: the SDXL inpainting model card's advice, harmless for SD 1.x
         self.batch_size = batch_size
         self.name = name
+        self.prompt = prompt  # the model's own prompt: used for every crop the caller gives no prompt for
+        self.resolution = _training_size(pipeline)
 
     def _inpaint(self, crops: torch.Tensor, masks: torch.Tensor, prompts: list[str], seeds: list[int]) -> torch.Tensor:
         height, width = crops.shape[1:3]
         if height % 8 or width % 8:
             raise ValueError(f"crops are {height}x{width}; diffusion inpainting needs sides that are multiples of 8 "
                              "(plan crops with multiple=8)")
+        prompts = [p or self.prompt for p in prompts]
         device = self.pipeline.device
         images = crops.detach().permute(0, 3, 1, 2).to(device, torch.float32)
         mask_images = (masks.detach() > 0.5).unsqueeze(1).to(device, torch.float32)
@@ -80,11 +83,18 @@ class DiffusersInpainter(Inpainter):
         return torch.cat(results).permute(0, 2, 3, 1)
 
 
+def _training_size(pipeline: Any) -> int | None:
+    """The image size the pipeline's UNet was trained at (SD 1.x: 512, SDXL: 1024), from its config."""
+    sample_size = getattr(getattr(getattr(pipeline, "unet", None), "config", None), "sample_size", None)
+    scale = getattr(pipeline, "vae_scale_factor", None)
+    return int(sample_size) * int(scale) if isinstance(sample_size, int) and isinstance(scale, int) else None
+
+
 def load_diffusers_inpainter(path: str | os.PathLike, device: str | torch.device | None = None,
                              dtype: str | torch.dtype | None = None, config: str | os.PathLike | None = None,
                              **settings: Any) -> DiffusersInpainter:
     """Loads an inpainting pipeline from a local folder or checkpoint file; `settings` go to
-    `DiffusersInpainter` (negative_prompt, steps, guidance, strength, batch_size)."""
+    `DiffusersInpainter` (prompt, negative_prompt, steps, guidance, strength, batch_size)."""
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     pipeline = _load_pipeline(_local_model_path(path), torch_dtype, config)

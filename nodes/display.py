@@ -1,0 +1,29 @@
+"""What the PAL nodes show on themselves after a run: the `ui` part of a node's result.
+
+ComfyUI sends a node's `ui` dict to the browser with the node's `executed` message and keeps it in
+/history. `text` is drawn on the node by web/pal_results.js (core ComfyUI draws no text for a custom
+node); `par` carries the numbers for scripts that read the history. Auto Fix and Zoom Inpaint show their
+summaries (pal_core.verdicts), the same words `pal fix` prints.
+"""
+
+from __future__ import annotations
+
+
+def shown(result: tuple, lines: list[str], par: list[float] | None = None) -> dict:
+    """A node's return value with `lines` shown on the node and, for nodes that score images, `par` in the history."""
+    ui = {"text": ["\n".join(lines)]}
+    if par is not None:
+        ui["par"] = list(par)
+    return {"ui": ui, "result": result}
+
+
+def par_lines(par: list[float]) -> list[str]:
+    """One line per image: its index in the batch, PAR and the share of artifact pixels."""
+    return [f"#{i}  PAR {p:.4f}  ({p:.1%} of pixels)" for i, p in enumerate(par)]
+
+
+def rank_lines(report: dict) -> list[str]:
+    """Rank by PAR's report, best first: which images were kept."""
+    ordered = sorted(report["images"], key=lambda item: (item["par"], item["index"]))
+    lines = [f"#{item['index']}  PAR {item['par']:.4f}  {'kept' if item['kept'] else '-'}" for item in ordered]
+    return lines + ([report["message"]] if "message" in report else [])

@@ -1,0 +1,275 @@
+"""The pack in ComfyUI's real web front end (0.3.64's, served by the real server), in headless Chromium.
+
+Every example workflow is loaded as a user loads it from the Templates browser; its nodes must all be
+known (no red node), none may overlap another, groups must not cut through nodes, the front end must
+turn it into the same prompt as its API twin, and fit-to-view must keep the labels drawn. The examples
+that need nothing but the pack are queued from the page, and the PAR each PAL node measured must be
+shown on that node (web/pal_results.js) exactly as /history has it.
+
+Screenshots (100%, fit to view, after the run) go to $PAL_TEST_ARTIFACTS/browser (default:
+out/test-artifacts/browser) for people to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from browser import BrowserError, Chromium, find_chromium
+from tiny_sd15 import write_tiny_sd15
+
+pytestmark = pytest.mark.comfyui
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / "workflows"
+PACK = "pal-nodes"  # the folder the harness installs the pack into: the templates browser's module name
+EXAMPLES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+# Workflows saved with the pack's first nodes (one inpainter loader, a prompt on Auto Fix / Zoom Inpaint).
+SAVED_BEFORE = sorted(p for p in (Path(__file__).parent / "data" / "workflows" / "v0.1").glob("*.json")
+                      if not p.name.endswith(".api.json"))
+NEEDS_A_CHECKPOINT = {"CheckpointLoaderSimple"}
+SHOWS_PAR = {"PALDetectArtifacts", "PALPARScore", "PALRankByPAR", "PALAutoFixV2", "PALAutoFix"}
+
+
+def load_example(name: str) -> str:
+    return LOAD % {"workflow": FROM_TEMPLATES % {"pack": PACK, "name": json.dumps(name)}, "name": json.dumps(name)}
+
+
+def same_prompt(sent: dict, twin: dict) -> bool:
+    def strip(prompt):
+        return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()}
+    return strip(sent) == strip(twin)
+
+
+def pal_only(name: str) -> bool:
+    prompt = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    return not any(node["class_type"] in NEEDS_A_CHECKPOINT for node in prompt.values())
+
+
+def artifacts_dir() -> Path:
+    folder = Path(os.environ.get("PAL_TEST_ARTIFACTS") or ROOT / "out" / "test-artifacts") / "browser"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def shot_name(name: str, what: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() + f"-{what}.png"
+
+
+WAIT_FOR_APP = """(async () => {
+  const deadline = Date.now() + 180000;
+  while (!(window.comfyAPI?.app?.app?.graph && window.comfyAPI.app.app.canvas)) {
+    if (Date.now() > deadline) throw new Error("ComfyUI's front end did not start");
+    await new Promise(r => setTimeout(r, 200));
+  }
+  const app = window.comfyAPI.app.app;
+  await new Promise(r => setTimeout(r, 1500));  // extensions' setup hooks
+  await app.extensionManager.setting.set("Comfy.Minimap.Visible", false);  // it covers a corner of the canvas
+  return app.extensions.map(e => e.name);
+})()"""
+
+FROM_TEMPLATES = """await (async () => {
+  const response = await fetch("/api/workflow_templates/%(pack)s/" + encodeURIComponent(%(name)s) + ".json");
+  if (!response.ok) throw new Error("templates route: HTTP " + response.status);
+  return await response.json();
+})()"""
+
+LOAD = """(async () => {
+  const app = window.comfyAPI.app.app, LiteGraph = window.LiteGraph;
+  await app.loadGraphData(%(workflow)s, true, false, %(name)s,
+                          {showMissingNodesDialog: false, showMissingModelsDialog: false});
+  const deadline = Date.now() + 20000;  // image previews change nothing if the nodes are big enough: wait for them
+  while (app.graph._nodes.some(n => n.type === "LoadImage" && !(n.imgs?.length && n.imgs[0].complete))
+         && Date.now() < deadline) await new Promise(r => setTimeout(r, 200));
+  app.canvas.ds.scale = 1; app.canvas.ds.offset = [40, 20]; app.canvas.setDirty(true, true);
+  await new Promise(r => setTimeout(r, 1200));
+  const title = LiteGraph.NODE_TITLE_HEIGHT;
+  return {
+    nodes: app.graph._nodes.map(n => ({id: n.id, type: n.type, title: n.title, errors: !!n.has_errors,
+        registered: n.type in LiteGraph.registered_node_types,
+        rect: [n.pos[0], n.pos[1] - title, n.size[0], n.size[1] + title]})),
+    groups: app.graph._groups.map(g => ({title: g.title, rect: Array.from(g._bounding)})),
+    prompt: (await app.graphToPrompt()).output,
+  };
+})()"""
+
+FIT_TO_VIEW = """(async () => {
+  const app = window.comfyAPI.app.app, title = window.LiteGraph.NODE_TITLE_HEIGHT, xs = [], ys = [];
+  for (const n of app.graph._nodes) { xs.push(n.pos[0], n.pos[0] + n.size[0]); ys.push(n.pos[1] - title, n.pos[1] + n.size[1]); }
+  for (const g of app.graph._groups) { const b = g._bounding; xs.push(b[0], b[0] + b[2]); ys.push(b[1], b[1] + b[3]); }
+  const x0 = Math.min(...xs), y0 = Math.min(...ys);
+  app.canvas.ds.fitToBounds([x0, y0, Math.max(...xs) - x0, Math.max(...ys) - y0]);  // what "Fit view" does
+  app.canvas.setDirty(true, true);
+  await new Promise(r => setTimeout(r, 1000));
+  return {scale: app.canvas.ds.scale, lowQuality: app.canvas.low_quality};
+})()"""
+
+RUN = """(async () => {
+  const app = window.comfyAPI.app.app;
+  const before = new Set(Object.keys(await (await fetch("/api/history")).json()));
+  await app.queuePrompt(0, 1);
+  const deadline = Date.now() + %(timeout_ms)d;
+  let entry = null;
+  while (Date.now() < deadline) {
+    const history = await (await fetch("/api/history")).json();
+    const id = Object.keys(history).find(k => !before.has(k));
+    if (id && history[id].status?.completed !== undefined && history[id].status.status_str) { entry = history[id]; break; }
+    await new Promise(r => setTimeout(r, 500));
+  }
+  if (!entry) throw new Error("the queued prompt did not finish in time");
+  await new Promise(r => setTimeout(r, 1500));  // executed messages reach the nodes
+  const shown = {};
+  for (const n of app.graph._nodes) {
+    const widget = n.widgets?.find(w => w.name === "results");
+    if (widget) shown[n.id] = {value: widget.value, visible: !!widget.element?.isConnected, type: n.type};
+  }
+  return {status: entry.status, outputs: entry.outputs, shown};
+})()"""
+
+
+@pytest.fixture(scope="module")
+def server(request):
+    """The real ComfyUI of the session (tests/comfy_host.py's `comfy_server`)."""
+    try:
+        return request.getfixturevalue("comfy_server")
+    except pytest.FixtureLookupError:
+        pytest.skip("the real-ComfyUI harness (tests/comfy_host.py, fixture comfy_server) is not in this checkout")
+
+
+@pytest.fixture(scope="module")
+def page(server, tmp_path_factory):
+    if find_chromium() is None:
+        reason = "no chromium for the browser tests (Debian: apt-get install -y chromium)"
+        if os.environ.get("PAL_REQUIRE_COMFYUI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with Chromium.start(server.url + "/", tmp_path_factory.mktemp("chromium")) as browser:
+        browser.extensions = browser.evaluate(WAIT_FOR_APP, timeout=200)
+        yield browser
+
+
+def own_errors(browser: Chromium) -> list[str]:
+    """Page errors that come from the pack's own script (ComfyUI's front end logs some of its own)."""
+    return [e for e in browser.page_errors if f"/extensions/{PACK}/" in e]
+
+
+def overlaps(a: list[float], b: list[float]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def inside(inner: list[float], outer: list[float]) -> bool:
+    return (outer[0] <= inner[0] and inner[0] + inner[2] <= outer[0] + outer[2]
+            and outer[1] <= inner[1] and inner[1] + inner[3] <= outer[1] + outer[3])
+
+
+def test_the_results_extension_is_served_and_registered(page, server):
+    assert f"/extensions/{PACK}/pal_results.js" in server.get("/extensions")
+    assert "PAL.Results" in page.extensions
+    assert own_errors(page) == []
+
+
+def test_the_templates_browser_lists_every_example_with_its_thumbnail(server):
+    assert sorted(server.get("/api/workflow_templates")[PACK]) == EXAMPLES
+    for name in EXAMPLES:
+        status, body = server.request(f"/api/workflow_templates/{PACK}/{name.replace(' ', '%20')}.jpg")
+        assert status == 200 and body[:3] == b"\xff\xd8\xff", name  # a JPEG, as the browser asks for
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_loads_in_the_front_end_without_overlaps(name, page):
+    graph = page.evaluate(load_example(name))
+    page.screenshot(artifacts_dir() / shot_name(name, "100"))
+    nodes, groups = graph["nodes"], graph["groups"]
+    assert [n["type"] for n in nodes if n["errors"] or not n["registered"]] == []  # no red node
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            assert not overlaps(a["rect"], b["rect"]), f"{a['title']} overlaps {b['title']}: {a['rect']} {b['rect']}"
+        for group in groups:  # a node is in a group or clear of it, never cut by its edge
+            assert inside(a["rect"], group["rect"]) or not overlaps(a["rect"], group["rect"]), (a["title"], group["title"])
+    for i, a in enumerate(groups):
+        for b in groups[i + 1:]:
+            assert not overlaps(a["rect"], b["rect"]), f"groups {a['title']} and {b['title']} overlap"
+    notes = [n for n in nodes if n["type"] == "Note"]
+    assert len(notes) == 1 and groups, "every example explains itself in a Note and groups its steps"
+    # the front end sends exactly the API twin (same nodes, same values, same links)
+    assert same_prompt(graph["prompt"], json.loads((WORKFLOWS / "api" / f"{name}.json").read_text()))
+    fit = page.evaluate(FIT_TO_VIEW)
+    page.screenshot(artifacts_dir() / shot_name(name, "fit"))
+    assert not fit["lowQuality"], f"fit to view zooms out to {fit['scale']:.2f}: too far for labels to be drawn"
+
+
+@pytest.mark.parametrize("name", [n for n in EXAMPLES if pal_only(n)])
+def test_pal_example_runs_from_the_page_and_shows_par_on_its_nodes(name, page):
+    page.evaluate(load_example(name))
+    started = time.monotonic()
+    run = page.evaluate(RUN % {"timeout_ms": 600_000}, timeout=660)
+    page.evaluate(FIT_TO_VIEW)
+    page.screenshot(artifacts_dir() / shot_name(name, "after-run"))
+    assert run["status"]["status_str"] == "success", run["status"]
+    showing = {node_id: s for node_id, s in run["shown"].items() if s["type"] in SHOWS_PAR}
+    assert showing, "the example has no node that shows PAR"
+    for node_id, shown in showing.items():
+        ui = run["outputs"][node_id]  # what the node returned as `ui`, kept in /history
+        assert shown["visible"] and shown["value"] == "\n".join(ui["text"]), (node_id, shown, ui)
+        lines = shown["value"].splitlines()
+        assert len(ui["par"]) >= 1 and all(f"PAR {p:.4f}" in shown["value"] or f"-> {p:.4f}" in shown["value"]
+                                           for p in ui["par"]), (lines, ui["par"])
+    assert any(p > 0 for s in showing for p in run["outputs"][s]["par"]), "the detector found nothing in the example"
+    assert own_errors(page) == [], own_errors(page)
+    assert time.monotonic() - started < 600
+
+
+SET_WIDGETS = """(() => {
+  const app = window.comfyAPI.app.app, changes = %(changes)s;
+  for (const [type, values] of Object.entries(changes))
+    for (const node of app.graph._nodes.filter(n => n.type === type))
+      for (const [name, value] of Object.entries(values)) node.widgets.find(w => w.name === name).value = value;
+  return true;
+})()"""
+TINY_CHECKPOINT = "tiny_sd15_test.safetensors"
+
+
+@pytest.mark.parametrize("name", [n for n in EXAMPLES if not pal_only(n)])
+def test_generation_example_runs_from_the_page_with_a_tiny_checkpoint(name, page, server):
+    """The generation examples as a user runs them, with their checkpoint swapped for a random tiny SD1.5 and
+    sizes and steps made small for a CPU: generation, then PAL on what was generated, PAR on the node."""
+    checkpoint = server.base / "models" / "checkpoints" / TINY_CHECKPOINT
+    if not checkpoint.is_file():
+        write_tiny_sd15(checkpoint)
+    page.evaluate(load_example(name))
+    page.evaluate(SET_WIDGETS % {"changes": json.dumps({
+        "CheckpointLoaderSimple": {"ckpt_name": TINY_CHECKPOINT}, "EmptyLatentImage": {"width": 64, "height": 64},
+        "KSampler": {"steps": 2}, "PALComfyInpainter": {"steps": 2}})})
+    run = page.evaluate(RUN % {"timeout_ms": 900_000}, timeout=960)
+    page.evaluate(FIT_TO_VIEW)
+    page.screenshot(artifacts_dir() / shot_name(name, "after-run-tiny-checkpoint"))
+    assert run["status"]["status_str"] == "success", run["status"]
+    (shown,) = [s for s in run["shown"].values() if s["type"] in SHOWS_PAR]
+    node_id = next(k for k, s in run["shown"].items() if s is shown)
+    ui = run["outputs"][node_id]
+    assert shown["value"] == "\n".join(ui["text"]) and "PAR" in shown["value"]
+    if shown["type"] == "PALRankByPAR":  # every seed of the batch listed, best first, top_k kept
+        lines = shown["value"].splitlines()
+        assert len(lines) == 6 and sum(line.endswith("kept") for line in lines) == 2 and len(ui["par"]) == 6
+
+
+@pytest.mark.parametrize("saved", SAVED_BEFORE, ids=lambda p: p.stem)
+def test_workflows_saved_with_the_old_nodes_still_load_and_run(saved, page):
+    """The deprecated nodes keep their ids and widgets: old files load with every value in place."""
+    graph = page.evaluate(LOAD % {"workflow": saved.read_text(), "name": json.dumps(saved.stem)})
+    assert [n["type"] for n in graph["nodes"] if n["errors"] or not n["registered"]] == []
+    assert same_prompt(graph["prompt"], json.loads(saved.with_name(saved.stem + ".api.json").read_text()))
+    assert {"PALLoadInpainter"} <= {n["type"] for n in graph["nodes"]}
+    run = page.evaluate(RUN % {"timeout_ms": 600_000}, timeout=660)
+    page.screenshot(artifacts_dir() / shot_name(saved.stem, "saved-before-after-run"))
+    assert run["status"]["status_str"] == "success", run["status"]
+
+
+def test_browser_errors_name_what_went_wrong(page):
+    with pytest.raises(BrowserError, match="no such thing"):
+        page.evaluate("(async () => { throw new Error('no such thing'); })()")
