@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
 DRIVER = Path(__file__).resolve().parent / "pal_run_many.py"
 CHECKPOINT = "tiny_sd15.safetensors"
+DETECT = "Detect artifacts in your images"
+GENERATE_FIX = "Generate then auto-fix artifacts"
+GENERATE_RANK = "Generate seeds and keep the best by PAR"
 
 
 def node(kind, **inputs):
@@ -57,7 +60,7 @@ def mixed_graph(prefix: str) -> dict:
 
 def shipped_detector_loader() -> dict:
     """The detector loader as the examples set it (the shipped default model)."""
-    example = api_twin("pal_detect_overlay")
+    example = api_twin(DETECT)
     return example[node_id_of(example, "PALLoadDetector")]
 
 
@@ -98,24 +101,42 @@ def runs(comfy_install, tmp_path_factory):  # noqa: F811 (the fixture imported a
     (inputs / "broken.png").write_bytes(b"this is not an image")
     (work / "mixed.json").write_text(json.dumps(mixed_graph("mixed")))
     (work / "missing.json").write_text(json.dumps({**mixed_graph("missing"), "11": node("NoSuchNode", x=1)}))
-    checkpoint_example = api_twin("pal_autofix_checkpoint")
+    # The generate-and-fix example's fixing half on an image with an artifact: its sampler gets a region.
+    fix = api_twin(GENERATE_FIX)
+    loader, inpainter, fixer = (node_id_of(fix, kind) for kind in ("CheckpointLoaderSimple", "PALComfyInpainter",
+                                                                 "PALAutoFixV2"))
+    for kind in ("EmptyLatentImage", "KSampler", "VAEDecode", "PreviewImage"):
+        del fix[node_id_of(fix, kind)]
+    fix["100"] = node("LoadImage", image="artifact.png")
+    fix[fixer]["inputs"].update(images=["100", 0], target_size=64, redetect=False)
+    fix[inpainter]["inputs"]["steps"] = 2
+    fix[loader]["inputs"]["ckpt_name"] = CHECKPOINT
+    (work / "checkpoint_fix.json").write_text(json.dumps(fix))
     comfy = ["--comfyui", str(comfy_install.source), "--json"]
     folders = ["--models-dir", str(models), "--input-dir", str(inputs)]
+
+    def generation(name: str, *sets: str) -> list[str]:
+        """The example as shipped (plain `pal run FILE`), at 64x64 with 2 steps and the tiny checkpoint."""
+        graph = api_twin(name)
+        ids = {kind: node_id_of(graph, kind) for kind in ("CheckpointLoaderSimple", "EmptyLatentImage", "KSampler")}
+        values = [f"{ids['CheckpointLoaderSimple']}.ckpt_name={CHECKPOINT}", f"{ids['EmptyLatentImage']}.width=64",
+                  f"{ids['EmptyLatentImage']}.height=64", f"{ids['KSampler']}.steps=2",
+                  *(f"{node_id_of(graph, kind)}.{value}" for kind, value in (item.split(":") for item in sets))]
+        return ["run", str(WORKFLOWS / f"{name}.json"), *comfy, "--models-dir", str(models),
+                "--output-dir", str(out / name), *[arg for value in values for arg in ("--set", value)]]
+
     jobs = {
-        "checkpoint": ["run", str(WORKFLOWS / "pal_autofix_checkpoint.json"), *comfy, *folders,
-                       "--output-dir", str(out / "checkpoint"),
-                       "--set", f"{node_id_of(checkpoint_example, 'CheckpointLoaderSimple')}.ckpt_name={CHECKPOINT}",
-                       "--set", f"{node_id_of(checkpoint_example, 'LoadImage')}.image=artifact.png",
-                       "--set", f"{node_id_of(checkpoint_example, 'PALComfyInpainter')}.steps=2",
-                       "--set", f"{node_id_of(checkpoint_example, 'PALAutoFix')}.target_size=64",
-                       "--set", f"{node_id_of(checkpoint_example, 'PALAutoFix')}.redetect=false"],
+        "checkpoint": ["run", str(work / "checkpoint_fix.json"), *comfy, *folders,
+                       "--output-dir", str(out / "checkpoint")],
+        "generate_fix": generation(GENERATE_FIX, "PALComfyInpainter:steps=2", "PALAutoFixV2:target_size=64"),
+        "generate_rank": generation(GENERATE_RANK, "EmptyLatentImage:batch_size=2", "PALRankByPAR:top_k=1"),
         "mixed": ["run", str(work / "mixed.json"), *comfy, *folders, "--output-dir", str(out / "mixed")],
         "invalid": ["run", str(work / "mixed.json"), *comfy, *folders, "--output-dir", str(out / "invalid"),
                     "--set", "5.steps=0", "--set", "5.sampler_name=no_such_sampler"],
         "missing": ["run", str(work / "missing.json"), *comfy, *folders, "--output-dir", str(out / "missing")],
-        "node_fails": ["run", str(WORKFLOWS / "pal_detect_overlay.json"), *comfy, "--input-dir", str(inputs),
+        "node_fails": ["run", str(WORKFLOWS / f"{DETECT}.json"), *comfy, "--input-dir", str(inputs),
                        "--output-dir", str(out / "node_fails"),
-                       "--set", f"{node_id_of(api_twin('pal_detect_overlay'), 'LoadImage')}.image=broken.png"],
+                       "--set", f"{node_id_of(api_twin(DETECT), 'LoadImage')}.image=broken.png"],
     }
     jobs["python"] = {"run_workflow": {"workflow": str(work / "mixed.json"), "engine": "comfyui",
                                        "comfyui": str(comfy_install.source), "models_dir": str(models),
@@ -164,9 +185,9 @@ def test_the_checkpoint_example_runs_headless_with_a_tiny_checkpoint(runs):
     result = runs["results"]["checkpoint"]
     assert result["status"] == 0, result["stderr"][-5000:]
     report = summary(result)
-    assert report["engine"] == "comfyui" and report["format"] == "ui"
+    assert report["engine"] == "comfyui"
     ran = {entry["class_type"] for entry in report["nodes"]}
-    assert {"CheckpointLoaderSimple", "CLIPTextEncode", "PALComfyInpainter", "PALAutoFix", "SaveImage"} <= ran
+    assert {"CheckpointLoaderSimple", "CLIPTextEncode", "PALComfyInpainter", "PALAutoFixV2", "SaveImage"} <= ran
     (written,) = [Path(p) for p in report["files"]]
     assert written.parent == runs["out"] / "checkpoint" / "pal"
     fixed, original = pixels(written).astype(int), runs["artifact_image"].astype(int)
@@ -175,6 +196,17 @@ def test_the_checkpoint_example_runs_headless_with_a_tiny_checkpoint(runs):
     # The sampler repainted at least one region (a random model paints noise), and nothing else moved.
     assert 0.002 < changed.mean() < 0.5
     assert "100%" in result["stderr"]  # ComfyUI's sampler progress bar ran to its end
+
+
+@pytest.mark.parametrize("job, saved", [("generate_fix", 1), ("generate_rank", 1)])
+def test_the_generation_examples_run_headless_as_shipped(runs, job, saved):
+    result = runs["results"][job]
+    assert result["status"] == 0, result["stderr"][-5000:]
+    report = summary(result)
+    assert report["engine"] == "comfyui" and report["format"] == "ui"
+    assert "KSampler" in {entry["class_type"] for entry in report["nodes"]}
+    files = [Path(p) for p in report["files"]]
+    assert len(files) == saved and all(pixels(p).shape == (64, 64, 3) for p in files)
 
 
 def test_the_detector_finds_the_artifact_put_into_the_input(runs):
@@ -241,7 +273,7 @@ def test_a_failing_node_is_exit_1_with_its_id_and_class(runs):
     assert result["status"] == 1
     report = summary(result)
     assert report["status"] == "failed" and report["class_type"] == "LoadImage"
-    assert report["node_id"] == node_id_of(api_twin("pal_detect_overlay"), "LoadImage")
+    assert report["node_id"] == node_id_of(api_twin(DETECT), "LoadImage")
     assert "broken.png" in result["stderr"] or "cannot identify image" in result["stderr"]
 
 
