@@ -49,7 +49,7 @@ def test_auto_takes_comfyui_only_when_one_is_found(no_comfyui, tmp_path):
 
 
 def test_run_workflow_hands_the_job_to_the_engine(no_comfyui, tmp_path):
-    workflow = WORKFLOWS / "pal_detect_overlay.json"
+    workflow = WORKFLOWS / "Detect artifacts in your images.json"
     assert run_workflow(workflow, output_dir="o", overrides={"1.image": "x.png"}, engine="comfyui",
                         comfyui=tmp_path, models_dir="m", extra_model_paths=["e.yaml"]) == "ran on comfyui"
     (job,) = no_comfyui.jobs
@@ -62,7 +62,7 @@ def test_run_workflow_hands_the_job_to_the_engine(no_comfyui, tmp_path):
 
 
 def test_comfyui_asked_for_but_not_found_is_exit_2(no_comfyui, capsys):
-    assert main(["run", str(WORKFLOWS / "pal_detect_overlay.json"), "--engine", "comfyui", "--json"]) == 2
+    assert main(["run", str(WORKFLOWS / "Detect artifacts in your images.json"), "--engine", "comfyui", "--json"]) == 2
     captured = capsys.readouterr()
     assert json.loads(captured.out)["status"] == "invalid"
     assert "pass --comfyui DIR" in captured.err and "COMFYUI_PATH" in captured.err
@@ -77,7 +77,7 @@ def test_without_the_engine_plugin_comfyui_cannot_be_chosen(monkeypatch, tmp_pat
 
 def test_the_real_plugin_refuses_a_folder_that_is_not_comfyui(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv(engines.COMFYUI_ENV, str(tmp_path))
-    assert main(["run", str(WORKFLOWS / "pal_detect_overlay.json")]) == 2  # auto: $COMFYUI_PATH counts
+    assert main(["run", str(WORKFLOWS / "Detect artifacts in your images.json")]) == 2  # auto: $COMFYUI_PATH counts
     assert f"{tmp_path} is not a ComfyUI folder" in capsys.readouterr().err
 
 
