@@ -150,7 +150,7 @@ def main() -> None:
         scratch = Path(tmp)
         model, model_text = choose_model(args.model, scratch)
         common = {"model": model, "device": args.device, "dtype": args.dtype, "threads": args.threads or None}
-        print(f"model: {model_text}; device {args.device}; dtype {args.dtype or 'fp32'}")
+        print(f"model: {model_text}; device {args.device}; precision {args.dtype or 'auto'}")
         if not args.skip_speed:
             speed_table(args, common, scratch)
         if not args.skip_memory:

@@ -114,20 +114,21 @@ def check_interrupted() -> None:
 
 
 @contextmanager
-def model_on_device(model: torch.nn.Module, device: torch.device):
-    """Inside ComfyUI, GPU memory belongs to its model manager: ask it to free room for this model,
-    move the model in for the work, and back to the CPU afterwards, so ComfyUI's own models can use
-    the memory between runs. Outside ComfyUI the model simply stays where it is."""
-    if model_management is None or device.type == "cpu":
+def detector_on_device(detector):
+    """Inside ComfyUI, GPU memory belongs to its model manager: ask it to free room for the detector,
+    let the detector load its weights for the work and park them on ComfyUI's offload device
+    afterwards (`Detector.offload`), so ComfyUI's own models can use the memory between runs.
+    Outside ComfyUI, or on the CPU, the weights simply stay where the detector keeps them."""
+    if model_management is None or detector.device.type == "cpu":
         yield
         return
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
-    model_management.free_memory(size * 3, device)  # weights plus room for activations
-    model.to(device)
+    size = sum(p.numel() * p.element_size() for p in detector.model.parameters())
+    model_management.free_memory(size * 3, detector.device)  # weights plus room for activations
+    detector.load()
     try:
         yield
     finally:
-        model.to(model_management.unet_offload_device())
+        detector.offload(model_management.unet_offload_device())
         model_management.soft_empty_cache()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from pal_core import Detector, catalogue, load_detector
+from pal_core.devices import PRECISIONS
 from pal_core.loading import default_model_notice, locate_model
 from pal_core.imageio import overlay
 from pal_core.masks import binarize, par
@@ -50,7 +51,7 @@ def predict(detector: Detector, images: torch.Tensor) -> torch.Tensor:
     """The detector's probabilities [B, H, W] on ComfyUI's output device, with its progress bar and Cancel."""
     if images.shape[0] == 0:
         raise ValueError("the image batch is empty; connect a node that outputs at least one image")
-    with comfy_env.model_on_device(detector.model, detector.device):
+    with comfy_env.detector_on_device(detector):
         probability = detector.predict(images, progress=comfy_env.Progress(images.shape[0]))
     return probability.to(comfy_env.output_device())
 
@@ -72,8 +73,10 @@ class PALLoadDetector:
         return {"required": {
             "model": (detector_choices(), {"default": DEFAULT_CHOICE, "tooltip": _catalogue_tooltip()}),
             "device": DEVICE,
-            "precision": (["fp32", "fp16", "bf16"], {"default": "fp32", "tooltip": "fp16 needs a GPU; official "
-                                                                                   "TorchScript files run in fp32."}),
+            "precision": (list(PRECISIONS), {"default": "auto", "tooltip": (
+                "auto: the fastest precision this device runs natively (bf16 on CPUs with AMX/AVX512-BF16 and on "
+                "recent GPUs, fp16 on older GPUs, else fp32); fp32 for exact results. fp16 needs a GPU; official "
+                "TorchScript files run in fp32.")}),
             "input_size": ("INT", {"default": 512, "min": 0, "max": 4096, "step": 32,
                                    "tooltip": "Square size the network runs at (PAL4VST: 512). 0 runs it at each "
                                               "image's own size (slower, finer masks on large images)."}),
@@ -107,7 +110,8 @@ class PALLoadDetector:
             source = comfy_env.model_path(comfy_env.DETECTOR_FOLDER, model)
         torch_device = comfy_env.torch_device() if device == "auto" else device
         detector = load_detector(source, device=torch_device, dtype=precision, input_size=input_size or None)
-        lines = [f"{detector.name} ({detector.info.format}) from {detector.info.source}", *([notice] if notice else [])]
+        lines = [f"{detector.name} ({detector.info.format}, {detector.precision} on {detector.device}) "
+                 f"from {detector.info.source}", *([notice] if notice else [])]
         return shown((detector, "\n".join(lines)), lines)
 
 

@@ -207,7 +207,7 @@ def auto_fix(images, detector: Detector, inpainter: Inpainter, prompt: str, seed
     resolution = target_size or inpainter.resolution or DEFAULT_RESOLUTION
     options = RefineOptions(threshold=threshold, zoom=zoom, resolution=resolution, feather=feather,
                             color_match=color_match, redetect=redetect)
-    with comfy_env.model_on_device(detector.model, detector.device):
+    with comfy_env.detector_on_device(detector):
         result = refine(images, detector, inpainter, options, prompt, seed, progress=comfy_env.Progress(images.shape[0]))
     reports = result.report()
     summary = fix_summary(reports, threshold, inpainter.name, getattr(detector, "name", ""))

@@ -7,14 +7,16 @@ each image's own size when `input_size` is None, and its output is resized back 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .devices import resolve_device, resolve_dtype
+from .devices import precision_name
+from .masks import check_threshold
+from .memory import run_in_fitting_tiles, run_within_memory
 from .preprocess import Preprocess
 
 ImageBatch = torch.Tensor | Sequence[torch.Tensor]
@@ -38,6 +40,9 @@ class Detector:
 
     `output` says what the network returns: "logits" ([B, C, h, w], class 1 = artifact) or
     "labels" (an argmax class map [B, 1, h, w], as the official TorchScript export does).
+    The network runs on `device` in `dtype` (both already resolved, see `load_detector`); between
+    runs its weights may be parked elsewhere with `offload()`, and they come back before the next.
+    The square size it runs at is the preprocessing's `input_size` (None: each image's own size).
     """
 
     def __init__(
@@ -46,14 +51,15 @@ class Detector:
         info: DetectorInfo,
         preprocess: Preprocess = Preprocess(),
         output: Literal["logits", "labels"] = "logits",
-        input_size: int | None = 512,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
+        device: torch.device = torch.device("cpu"),
+        dtype: torch.dtype = torch.float32,
         batch_size: int = 8,
         fixed_input_size: int | None = None,
+        compile: bool = False,
     ):
         if output not in ("logits", "labels"):
             raise ValueError(f"output must be 'logits' or 'labels', not {output!r}")
+        input_size = preprocess.input_size
         if fixed_input_size is not None and input_size != fixed_input_size:
             raise ValueError(
                 f"{info.source} only runs at {fixed_input_size}x{fixed_input_size} (a traced, static-shape "
@@ -63,34 +69,74 @@ class Detector:
             raise ValueError(f"input_size must be an integer >= 32 or None (native size), not {input_size!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        if output == "labels" and (dtype != torch.float32 or compile):
+            raise ValueError(f"{info.source}: a TorchScript model runs in the precision it was exported with "
+                             "(float32) and is not compiled again; leave precision at auto or fp32, or load the "
+                             "mmseg .pth checkpoint to use fp16/bf16 or compile")
         self.info = info
         self.preprocess = preprocess
         self.output = output
-        self.input_size = input_size
         self.batch_size = batch_size
         self.fixed_input_size = fixed_input_size
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        if output == "labels" and self.dtype != torch.float32:
-            raise ValueError(f"{info.source}: a TorchScript model runs in the precision it was exported with; "
-                             "leave dtype unset (float32), or load the mmseg .pth checkpoint to use fp16/bf16")
-        self.model = model.eval().to(self.device)
-        if output == "logits":  # a TorchScript graph keeps the dtype it was traced with
-            self.model.to(self.dtype)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.compiled = compile
+        self.model = model.eval()
+        self.load()
+        # torch.compile traces on the first call (seconds to minutes); the module itself is shared.
+        self._network = torch.compile(self.model) if compile else self.model
 
     def __repr__(self) -> str:
         size = "native" if self.input_size is None else self.input_size
         return (f"Detector(name={self.info.name!r}, format={self.info.format}, device={self.device}, "
-                f"dtype={self.dtype}, input_size={size})")
+                f"precision={self.precision}, input_size={size})")
 
     @property
     def name(self) -> str:
         return self.info.name
 
+    @property
+    def input_size(self) -> int | None:
+        return self.preprocess.input_size
+
+    @property
+    def precision(self) -> str:
+        """'fp32', 'bf16' or 'fp16': what the network computes in (reported by the CLI and nodes)."""
+        return precision_name(self.dtype)
+
     def with_input_size(self, input_size: int | None) -> "Detector":
         """The same loaded network run at another size (shares the weights, loads nothing)."""
-        return Detector(self.model, self.info, self.preprocess, self.output, input_size, self.device,
-                        self.dtype, self.batch_size, self.fixed_input_size)
+        return Detector(self.model, self.info, replace(self.preprocess, input_size=input_size), self.output,
+                        self.device, self.dtype, self.batch_size, self.fixed_input_size, self.compiled)
+
+    # ------------------------------------------------------------------------------------------
+    # Where the weights live
+
+    def weights_device(self) -> torch.device:
+        """Where the weights are now: `device`, or where `offload()` parked them."""
+        tensor = next(iter(self.model.parameters()), None)
+        if tensor is None:
+            tensor = next(iter(self.model.buffers()), None)
+        return self.device if tensor is None else tensor.device
+
+    def load(self) -> None:
+        """Puts the weights on `device` in `dtype` (done before every run; a no-op when they are there)."""
+        if self.weights_device() != self.device or self._needs_cast():
+            if self.output == "labels":  # a TorchScript graph keeps the dtype it was traced with
+                self.model.to(self.device)
+            else:
+                self.model.to(self.device, self.dtype)
+
+    def offload(self, device: str | torch.device = "cpu") -> None:
+        """Parks the weights on `device` (e.g. the CPU, to free GPU memory for other models between
+        runs); the next `predict` moves them back to `self.device`."""
+        self.model.to(torch.device(device))
+
+    def _needs_cast(self) -> bool:
+        if self.output == "labels":
+            return False
+        tensor = next(iter(self.model.parameters()), None)
+        return tensor is not None and tensor.dtype != self.dtype
 
     # ------------------------------------------------------------------------------------------
 
@@ -99,14 +145,18 @@ class Detector:
 
         A tensor [B, H, W, 3] gives a float tensor [B, H, W] on the images' device; a list of
         [H, W, 3] tensors gives a list of [H, W] tensors. For a "labels" network (TorchScript) the
-        probability is its 0/1 decision. `progress(done, total)` is called after each batch.
+        probability is its 0/1 decision. `progress(done, total)` is called after each batch. When the
+        device runs out of memory, the batch is split and then single images are run in tiles (see
+        `memory.run_within_memory`).
         """
         frames, as_list = _split_images(images)
         results: list[torch.Tensor | None] = [None] * len(frames)
         done = 0
+        self.load()
         with torch.inference_mode():
             for indices in self._batches(frames):
-                probs = self._forward([frames[i] for i in indices])
+                batch = [frames[i] for i in indices]
+                probs = run_within_memory(self._forward, self._forward_tiled, batch, self.device)
                 for i, prob in zip(indices, probs):
                     results[i] = prob.to(frames[i].device)
                 done += len(indices)
@@ -120,8 +170,7 @@ class Detector:
 
     def mask(self, images: ImageBatch, threshold: float = 0.5) -> torch.Tensor | list[torch.Tensor]:
         """Binary artifact mask (bool) per image: probability above `threshold`."""
-        if not 0.0 <= threshold < 1.0:
-            raise ValueError(f"threshold must be in [0, 1), not {threshold}")
+        check_threshold(threshold)
         probs = self.predict(images)
         if isinstance(probs, list):
             return [p > threshold for p in probs]
@@ -150,14 +199,21 @@ class Detector:
         """Preprocessed batch [B, 3, S, S] on the device; frames of different sizes are resized one by one."""
         frames = [f.to(self.device) for f in frames]
         if all(f.shape == frames[0].shape for f in frames):
-            x = self.preprocess(torch.stack(frames), self.input_size)
+            x = self.preprocess(torch.stack(frames))
         else:
-            x = torch.cat([self.preprocess(f.unsqueeze(0), self.input_size) for f in frames])
+            x = torch.cat([self.preprocess(f.unsqueeze(0)) for f in frames])
         return x.to(self.dtype)
 
     def _forward(self, frames: list[torch.Tensor]) -> list[torch.Tensor]:
         """Frames [H, W, 3] (any sizes at a fixed input size) -> probability maps [H, W], float32."""
-        out = self.model(self._network_input(frames))
+        return self._probabilities(frames, self._network(self._network_input(frames)))
+
+    def _forward_tiled(self, frame: torch.Tensor) -> torch.Tensor:
+        """One frame's probability map with the network run on the largest overlapping tiles that fit."""
+        x = self._network_input([frame])
+        return self._probabilities([frame], run_in_fitting_tiles(self._network, x))[0]
+
+    def _probabilities(self, frames: list[torch.Tensor], out: torch.Tensor) -> list[torch.Tensor]:
         maps = []
         for frame, item in zip(frames, out):
             size = tuple(frame.shape[:2])

@@ -16,6 +16,7 @@ import os
 import sys
 import warnings
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,13 +25,15 @@ from torch import nn
 from . import catalogue, model_store
 from .checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file
 from .detector import Detector, DetectorInfo
-from .devices import resolve_device, resolve_dtype
+from .devices import is_auto, resolve_device, resolve_dtype
+from .models.fusion import fuse_conv_bn
 from .models.swin_upernet import CheckpointMismatch, from_mmseg_checkpoint, is_mmseg_swin_upernet
 from .preprocess import Preprocess
 
 DEFAULT_MODEL = "pal_lite"
 WEIGHTS_ENV = "PAL_WEIGHTS_DIR"
 TORCHSCRIPT_INPUT_SIZE = 512  # the official export has a static 512x512 input
+MODEL_INPUT_SIZE = "model"  # load_detector's input_size: the size saved in the model file
 
 _cache: dict[tuple, tuple] = {}
 _CACHE_SIZE = 4
@@ -218,29 +221,41 @@ def _check_torchscript_runs(module: nn.Module, path: Path, device: torch.device)
 def load_detector(
     source: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
-    dtype: str | torch.dtype | None = None,
-    input_size: int | None = 512,
+    dtype: str | torch.dtype | None = "auto",
+    input_size: int | None | str = MODEL_INPUT_SIZE,
     batch_size: int = 8,
     download: bool = False,
+    compile: bool = False,
 ) -> Detector:
     """Loads a detector from a file path, a model's name, or (None) the best installed model.
 
     `download=True` fetches a catalogue model that is not installed yet; never otherwise.
 
-    `input_size` is the square size the network runs at (PAL4VST: 512); None runs it at each
-    image's own size, as mmsegmentation does for whole-image inference.
+    `device` None or "auto": CUDA when available, else the CPU. `dtype` "auto" (or None): for networks
+    whose masks stay those of fp32 in lower precision (PAL4VST's Swin + UPerNet), the fastest precision
+    the device runs natively (bf16 on CPUs with AMX/AVX512-BF16 and recent GPUs, fp16 on older GPUs;
+    see `devices.auto_dtype`), else fp32; "fp32" for exact reference results.
+    `input_size` is the square size the network runs at: "model" (default) takes the size saved in
+    the model file (PAL4VST: 512), None runs it at each image's own size, as mmsegmentation does for
+    whole-image inference. `compile=True` wraps the network in torch.compile (the first call traces
+    and compiles it: slow once, see the README's benchmark).
     """
     path = resolve_source(source, download=download)
     torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
+    requested = "auto" if is_auto(dtype) else resolve_dtype(dtype, torch_device)
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(torch_device), torch_dtype)
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(torch_device), requested)
     if key not in _cache:
-        _cache[key] = _load_uncached(path, torch_device, torch_dtype)
+        _cache[key] = _load_uncached(path, torch_device)
         while len(_cache) > _CACHE_SIZE:
             _cache.pop(next(iter(_cache)))
     model, info, preprocess, output, fixed = _cache[key]
-    return Detector(model, info, preprocess, output, input_size, torch_device, torch_dtype, batch_size, fixed)
+    # "auto" goes below fp32 only for networks whose masks were shown to stay those of fp32 there.
+    torch_dtype = resolve_dtype(requested, torch_device,
+                                low_precision=output == "logits" and getattr(model, "auto_low_precision", False))
+    if input_size != MODEL_INPUT_SIZE:
+        preprocess = replace(preprocess, input_size=input_size)
+    return Detector(model, info, preprocess, output, torch_device, torch_dtype, batch_size, fixed, compile)
 
 
 def read_checkpoint(source: str | os.PathLike | None) -> DetectorCheckpoint:
@@ -261,16 +276,18 @@ def _read_weights(path: Path, kind: str) -> DetectorCheckpoint:
     return read_detector_file(path) if kind == "safetensors" else _read_mmseg(path)
 
 
-def _load_uncached(path: Path, device: torch.device, dtype: torch.dtype) -> tuple:
+def _load_uncached(path: Path, device: torch.device) -> tuple:
+    """The network (for inference: BatchNorm folded into convolutions), its info and preprocessing.
+    Weights stay on the CPU in float32: the Detector puts them on the device once."""
     kind = sniff_format(path)
     if kind == "torchscript":
         module = _read_torchscript(path, device)
         _check_torchscript_runs(module, path, device)
         info = DetectorInfo(path.stem, str(path), "torchscript", "torchscript")
-        return module, info, Preprocess(), "labels", TORCHSCRIPT_INPUT_SIZE
+        return module, info, Preprocess(input_size=TORCHSCRIPT_INPUT_SIZE), "labels", TORCHSCRIPT_INPUT_SIZE
     checkpoint = _read_weights(path, kind)  # path resolved and format sniffed once, above
     info = DetectorInfo(checkpoint.name, str(path), kind if kind == "safetensors" else "mmseg",
                         checkpoint.model.architecture)
-    model = checkpoint.model.eval().to(device=device, dtype=dtype)
+    model = checkpoint.model.eval()
+    fuse_conv_bn(model)
     return model, info, checkpoint.preprocess, "logits", None
-

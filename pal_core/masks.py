@@ -21,10 +21,16 @@ OFFICIAL_ITERATIONS = 5
 OFFICIAL_SIZE = 512
 
 
+def check_threshold(threshold: float, name: str = "threshold") -> float:
+    """The one rule for an artifact threshold: a probability in [0, 1) (a pixel counts when strictly above)."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold < 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1), not {threshold!r}")
+    return threshold
+
+
 def binarize(probability: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Bool mask: probability above `threshold` (the detector's own convention: strictly above)."""
-    if not 0.0 <= threshold < 1.0:
-        raise ValueError(f"threshold must be in [0, 1), not {threshold}")
+    check_threshold(threshold)
     if probability.dtype == torch.bool:
         return probability
     return probability > threshold

@@ -18,7 +18,12 @@ IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How images become network input. `input_size` None runs the network at the image's own size."""
+    """How images become network input.
+
+    `input_size` is the square size the network runs at (PAL4VST: 512); None runs it at each image's
+    own size. It is saved in every checkpoint and is the detector's size unless the user asks for
+    another (`load_detector(input_size=...)`, `Detector.with_input_size`).
+    """
 
     mean: tuple[float, float, float] = IMAGENET_MEAN_255
     std: tuple[float, float, float] = IMAGENET_STD_255
@@ -31,11 +36,12 @@ class Preprocess:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def __call__(self, images: torch.Tensor, input_size: int | None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """images: [B, H, W, 3] float in 0..1 -> normalised float32 [B, 3, S, S] (or [B, 3, H, W])."""
         x = (images.float() * 255.0).round_().clamp_(0.0, 255.0).permute(0, 3, 1, 2)
-        if input_size is not None and tuple(x.shape[2:]) != (input_size, input_size):
-            x = pil_like_resize(x, input_size, input_size)
+        size = self.input_size
+        if size is not None and tuple(x.shape[2:]) != (size, size):
+            x = pil_like_resize(x, size, size)
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std

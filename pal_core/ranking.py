@@ -21,6 +21,7 @@ import torch
 from PIL.Image import DecompressionBombError
 
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image
+from .masks import check_threshold
 from .scores import ExistingScores, RecordWriter, ScoreFileError, path_hash, read_existing
 
 GLOB_CHARACTERS = set("*?[")
@@ -103,6 +104,22 @@ class RankSettings:
     threshold: float = 0.5
     shard: tuple[int, int] = (0, 1)
     retry_errors: bool = False  # score images whose earlier attempt failed again
+
+    def __post_init__(self):
+        problems = []
+        try:
+            check_threshold(self.threshold)
+        except ValueError as error:
+            problems.append(str(error))
+        if self.batch_size < 1:
+            problems.append(f"batch size must be at least 1, not {self.batch_size}")
+        if self.workers < 0:
+            problems.append(f"workers must be 0 or more, not {self.workers}")
+        index, count = self.shard
+        if count < 1 or not 0 <= index < count:
+            problems.append(f"shard {index}/{count}: needs N >= 1 and 0 <= I < N (shards are numbered from 0)")
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 @dataclass

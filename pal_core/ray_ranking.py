@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from .loading import load_detector
+from .loading import MODEL_INPUT_SIZE, load_detector
 from .ranking import (ImageEntry, RankSettings, RankSummary, check_resumable, decode_entry, detector_settings,
                       pending_entries, score_batch)
 from .scores import RecordWriter, read_existing
@@ -49,8 +49,8 @@ class ParScorer:
     unreadable image has par NaN, width and height 0 and its message in "error" ("" otherwise).
     """
 
-    def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = None,
-                 input_size: int | None = 512, threshold: float = 0.5, batch_size: int = 8):
+    def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = "auto",
+                 input_size: int | None | str = MODEL_INPUT_SIZE, threshold: float = 0.5, batch_size: int = 8):
         self.detector = load_detector(model, device=device, dtype=dtype, input_size=input_size,
                                       batch_size=batch_size)
         self.threshold = threshold
@@ -85,8 +85,8 @@ def columns_to_records(batch: dict[str, np.ndarray]) -> list[dict]:
 
 
 def rank_with_ray(inputs: list[str], records_path: str | os.PathLike, model: str | None = None,
-                  settings: RankSettings = RankSettings(), device: str | None = None, dtype: str | None = None,
-                  input_size: int | None = 512, actors: int = 1, gpus_per_actor: float = 0,
+                  settings: RankSettings = RankSettings(), device: str | None = None, dtype: str | None = "auto",
+                  input_size: int | None | str = MODEL_INPUT_SIZE, actors: int = 1, gpus_per_actor: float = 0,
                   address: str | None = None, progress: Callable[[int], None] | None = None,
                   on_total: Callable[[int], None] | None = None) -> RankSummary:
     """`rank_images` with the scoring spread over Ray actors; same record file, same resume rules.

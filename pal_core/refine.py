@@ -19,7 +19,8 @@ from .crops import (DEFAULT_MIN_SIDE, DEFAULT_MULTIPLE, DEFAULT_RESOLUTION, DEFA
                     plan_crops)
 from .detector import ProgressCallback
 from .inpainters.base import Inpainter
-from .masks import OFFICIAL_ITERATIONS, OFFICIAL_KERNEL, binarize, connected_components, dilate_like_official, par
+from .masks import (OFFICIAL_ITERATIONS, OFFICIAL_KERNEL, binarize, check_threshold, connected_components,
+                    dilate_like_official, par)
 
 
 class ArtifactDetector(Protocol):
@@ -46,6 +47,29 @@ class RefineOptions:
     feather: float = DEFAULT_FEATHER
     color_match: bool = False
     redetect: bool = True
+
+    def __post_init__(self):
+        """Every setting is checked here, once; callers (CLI, nodes) pass values through."""
+        check_threshold(self.threshold)
+        problems = []
+        if self.dilate_kernel < 1 or self.dilate_kernel % 2 == 0:
+            problems.append(f"dilate_kernel must be an odd size >= 1, not {self.dilate_kernel}")
+        if self.dilate_iterations < 0:
+            problems.append(f"dilate_iterations must be >= 0, not {self.dilate_iterations}")
+        if self.min_area < 0:
+            problems.append(f"min_area must be >= 0, not {self.min_area}")
+        if not 0.0 < self.max_area_ratio <= 1.0:
+            problems.append(f"max_area_ratio must be in (0, 1], not {self.max_area_ratio}")
+        if self.zoom < 1.0:
+            problems.append(f"zoom must be >= 1 (the crop must contain the region), not {self.zoom}")
+        if self.resolution < 8:
+            problems.append(f"resolution must be >= 8, not {self.resolution}")
+        if self.min_side < 1 or self.multiple < 1:
+            problems.append(f"min_side and multiple must be >= 1, not {self.min_side} and {self.multiple}")
+        if self.grow < 0 or self.feather < 0:
+            problems.append(f"grow and feather must be >= 0, not {self.grow} and {self.feather}")
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 @dataclass

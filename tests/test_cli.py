@@ -46,7 +46,8 @@ def test_detect_writes_outputs_and_reports_bad_files(capsys, images, tmp_path, t
     by_name = {Path(r["image"]).name: r for r in records}
     assert set(by_name) == {"photo.jpg", "alpha.png", "deep16.png", "web.webp", "broken.png"}
     assert "error" in by_name["broken.png"]
-    detector = load_detector(tiny_detector_file, device="cpu")
+    detector = load_detector(tiny_detector_file, device="cpu")  # the CLI's default precision: auto
+    assert all(r["precision"] == detector.precision for r in records if "error" not in r)
     for name, size in {"photo.jpg": (60, 80), "alpha.png": (40, 50), "deep16.png": (30, 20), "web.webp": (32, 32)}.items():
         record = by_name[name]
         assert (record["height"], record["width"]) == size
@@ -123,8 +124,8 @@ def test_convert_gives_identical_outputs(capsys, tmp_path):
     code = main(["convert", str(FIXTURES / "swin_w7.pth"), str(destination)])
     assert code == 0 and destination.exists()
     images = torch.rand(2, 70, 90, 3)
-    original = load_detector(FIXTURES / "swin_w7.pth", device="cpu", input_size=None)
-    converted = load_detector(destination, device="cpu", input_size=None)
+    original = load_detector(FIXTURES / "swin_w7.pth", device="cpu", dtype="fp32", input_size=None)
+    converted = load_detector(destination, device="cpu", dtype="fp32", input_size=None)
     assert converted.info.format == "safetensors" and converted.name == "official"
     assert torch.equal(original.predict(images), converted.predict(images))
     assert main(["convert", str(FIXTURES / "swin_w7.pth"), str(destination)]) == 2  # exists

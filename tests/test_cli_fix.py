@@ -87,7 +87,7 @@ def test_bad_settings_and_models_fail_before_any_work(tmp_path, tiny_detector_fi
     assert main(fix_args(tiny_detector_file, out, a, extra=["--inpainter", "lama"])) == 2
     assert "unknown inpainter 'lama'" in capsys.readouterr().err
     assert main(fix_args(tiny_detector_file, out, a, extra=["--zoom", "0.5"])) == 2
-    assert "--zoom must be >= 1" in capsys.readouterr().err
+    assert "zoom must be >= 1" in capsys.readouterr().err
     assert main(["fix", str(a), "--out", str(out), "--model", str(tmp_path / "missing.safetensors")]) == 2
     assert "model file not found" in capsys.readouterr().err
     (tmp_path / "sub").mkdir()

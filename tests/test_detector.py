@@ -14,7 +14,7 @@ from pal_core.preprocess import Preprocess
 
 @pytest.fixture(scope="module")
 def detector(tiny_detector_file):
-    return load_detector(tiny_detector_file, device="cpu")
+    return load_detector(tiny_detector_file, device="cpu", dtype="fp32")
 
 
 def test_predict_returns_probabilities_at_each_image_size(detector):
@@ -85,7 +85,7 @@ def test_bad_images_get_clear_errors(detector, bad, message):
 def test_bad_settings_get_clear_errors(tiny_detector_file, detector):
     with pytest.raises(ValueError, match="float16 is not supported on the CPU"):
         load_detector(tiny_detector_file, device="cpu", dtype="fp16")
-    with pytest.raises(ValueError, match="unknown dtype"):
+    with pytest.raises(ValueError, match="unknown precision"):
         load_detector(tiny_detector_file, device="cpu", dtype="fp8")
     with pytest.raises(ValueError, match="input_size"):
         load_detector(tiny_detector_file, device="cpu", input_size=8)
@@ -98,7 +98,7 @@ def test_bad_settings_get_clear_errors(tiny_detector_file, detector):
 
 def test_bfloat16_runs_close_to_float32(tiny_detector_file):
     images = torch.rand(1, 64, 64, 3)
-    fp32 = load_detector(tiny_detector_file, device="cpu").predict(images)
+    fp32 = load_detector(tiny_detector_file, device="cpu", dtype="fp32").predict(images)
     bf16 = load_detector(tiny_detector_file, device="cpu", dtype="bf16")
     assert next(bf16.model.parameters()).dtype == torch.bfloat16
     assert (bf16.predict(images) - fp32).abs().mean() < 0.05
@@ -119,7 +119,7 @@ def test_preprocess_matches_pil_bicubic_resize(height, width):
     for source in (natural, rng.integers(0, 256, (height, width, 3), dtype=np.uint8)):
         expected = np.asarray(Image.fromarray(source).resize((512, 512), Image.BICUBIC)).astype(np.float32)
         image = torch.from_numpy(source.astype(np.float32) / 255.0).unsqueeze(0)
-        ours = Preprocess()(image, 512)[0].permute(1, 2, 0).numpy()
+        ours = Preprocess(input_size=512)(image)[0].permute(1, 2, 0).numpy()
         ours_255 = np.round(ours * np.array(Preprocess().std) + np.array(Preprocess().mean))
         diff = np.abs(ours_255 - expected)
         assert diff.max() <= 1.0 and (diff > 0).mean() < 1e-3
@@ -130,3 +130,39 @@ def test_two_class_probability_is_softmax_after_resize():
     expected = torch.softmax(torch.nn.functional.interpolate(logits, size=(30, 50), mode="bilinear",
                                                              align_corners=False), dim=1)[:, 1]
     assert torch.allclose(artifact_probability(logits, (30, 50)), expected, atol=1e-6)
+
+
+def test_weights_live_where_the_detector_says(tiny_detector_file):
+    """Moved or recast behind its back (another user of the cached network), the detector puts its
+    weights back before running; offload() parks them and the next run brings them back."""
+    detector = load_detector(tiny_detector_file, device="cpu", dtype="fp32")
+    images = torch.rand(1, 40, 40, 3)
+    expected = detector.predict(images)
+    detector.model.to(torch.float64)
+    assert torch.equal(detector.predict(images), expected)
+    assert next(detector.model.parameters()).dtype == torch.float32
+    detector.offload("cpu")
+    assert detector.weights_device() == torch.device("cpu") and torch.equal(detector.predict(images), expected)
+
+
+def test_input_size_comes_from_the_model_file_unless_asked(tmp_path):
+    """One home: the preprocessing saved with the model. load_detector's input_size overrides it."""
+    from conftest import make_tiny_model
+
+    from pal_core import DetectorCheckpoint, save_detector_file
+
+    path = save_detector_file(DetectorCheckpoint(make_tiny_model(), "at256", Preprocess(input_size=256)),
+                              tmp_path / "at256.safetensors")
+    assert load_detector(path, device="cpu").input_size == 256
+    assert load_detector(path, device="cpu", input_size=None).input_size is None
+    assert load_detector(path, device="cpu", input_size=384).input_size == 384
+    assert load_detector(path, device="cpu").input_size == 256  # the cached network's preprocessing is untouched
+
+
+def test_compile_is_opt_in_and_wraps_the_shared_network(tiny_detector_file):
+    plain = load_detector(tiny_detector_file, device="cpu", dtype="fp32")
+    assert plain._network is plain.model and not plain.compiled
+    compiled = load_detector(tiny_detector_file, device="cpu", dtype="fp32", compile=True)
+    assert compiled.compiled and compiled.model is plain.model  # compiled lazily, on the first call
+    assert isinstance(compiled._network, torch._dynamo.eval_frame.OptimizedModule)
+    assert compiled.with_input_size(None).compiled

@@ -25,7 +25,7 @@ def test_registered_and_saved_with_its_config(tmp_path):
     assert rebuilt.config == model.config
     path = save_detector_file(DetectorCheckpoint(model, "tiny-lite"), tmp_path / "m.safetensors")
     assert read_detector_file(path).model.config == TINY
-    detector = load_detector(str(path), device="cpu")
+    detector = load_detector(str(path), device="cpu", dtype="fp32")
     x = torch.rand(2, 50, 60, 3)
     expected = torch.softmax(torch.nn.functional.interpolate(
         model(detector._network_input(list(x))), size=(50, 60), mode="bilinear", align_corners=False), 1)[:, 1]

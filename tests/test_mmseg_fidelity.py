@@ -36,7 +36,7 @@ def load_fixture(name: str):
 
 
 def network_input(image_uint8: torch.Tensor) -> torch.Tensor:
-    return Preprocess()(image_uint8.float().unsqueeze(0) / 255.0, None)
+    return Preprocess(input_size=None)(image_uint8.float().unsqueeze(0) / 255.0)
 
 
 def all_cases():
@@ -71,7 +71,7 @@ def test_stages_and_logits_match_mmseg(name, case):
 def test_detector_at_native_size_gives_mmseg_probabilities(name):
     """Through the public API: load the .pth, run at the image's own size, compare softmax(class 1)."""
     _, cases, tensors = load_fixture(name)
-    detector = load_detector(FIXTURES / f"{name}.pth", device="cpu", input_size=None)
+    detector = load_detector(FIXTURES / f"{name}.pth", device="cpu", dtype="fp32", input_size=None)
     assert detector.info.format == "mmseg"
     for case in cases:
         if f"{case}.logits" not in tensors:

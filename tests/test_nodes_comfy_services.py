@@ -118,3 +118,30 @@ def test_model_folders_and_progress_use_comfyui_when_present(monkeypatch, tmp_pa
         monkeypatch.undo()
         importlib.reload(comfy_env)
     assert not comfy_env.in_comfyui()
+
+
+def test_inside_comfyui_the_detector_is_loaded_and_offloaded_through_its_own_api(monkeypatch):
+    """ComfyUI owns GPU memory: before a run it frees room, the detector loads its weights, and after
+    the run the detector parks them on ComfyUI's offload device (never a move behind its back)."""
+    from pal_nodes import comfy_env
+
+    calls = []
+    management = types.SimpleNamespace(
+        free_memory=lambda size, device: calls.append(("free", size, str(device))),
+        unet_offload_device=lambda: torch.device("cpu"),
+        soft_empty_cache=lambda: calls.append("empty cache"))
+
+    class Detector:
+        device = torch.device("cuda", 0)
+        model = torch.nn.Linear(4, 4)  # 20 float32 parameters: 80 bytes
+
+        def load(self):
+            calls.append("load")
+
+        def offload(self, device):
+            calls.append(("offload", str(device)))
+
+    monkeypatch.setattr(comfy_env, "model_management", management)
+    with comfy_env.detector_on_device(Detector()):
+        calls.append("run")
+    assert calls == [("free", 240, "cuda:0"), "load", "run", ("offload", "cpu"), "empty cache"]

@@ -58,6 +58,9 @@ def test_loader_lists_models_folder_and_loads(models_dir, detector):
         PALLoadDetector().load("missing.safetensors", "cpu", "fp32", 512)
     with pytest.raises(ValueError, match="float16 is not supported on the CPU"):
         PALLoadDetector().load("tiny.safetensors", "cpu", "fp16", 512)
+    assert PALLoadDetector.INPUT_TYPES()["required"]["precision"][1]["default"] == "auto"
+    auto, info = PALLoadDetector().load("tiny.safetensors", "cpu", "auto", 512)["result"]
+    assert f"(safetensors, {auto.precision} on cpu)" in info  # the precision auto chose is shown
 
 
 def test_detect_outputs(detector):

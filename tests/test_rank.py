@@ -355,3 +355,14 @@ def test_ray_engine_gives_the_same_records(folder, tmp_path, tiny_detector_file)
         assert again.skipped == 11 and again.scored == 0
     finally:
         ray.shutdown()
+
+
+def test_rank_settings_check_themselves_and_the_cli_reports_every_problem(capsys, tmp_path):
+    with pytest.raises(ValueError, match="threshold must be a probability in \\[0, 1\\), not 1.5; batch size must "
+                                         "be at least 1, not 0; workers must be 0 or more, not -1; shard 3/2"):
+        RankSettings(batch_size=0, workers=-1, threshold=1.5, shard=(3, 2))
+    assert main(["rank", str(tmp_path), "--threshold", "1.5", "--batch-size", "0", "--out",
+                 str(tmp_path / "s.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "threshold must be a probability in [0, 1), not 1.5" in err and "batch size must be at least 1" in err
+    assert not (tmp_path / "s.jsonl").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import pal_core
@@ -190,3 +191,15 @@ def test_progress_counts_images_regions_and_redetection_and_can_cancel():
     except Cancelled:
         pass
     assert inpainted == [1]  # the second region was never started
+
+
+def test_options_check_themselves_once():
+    for bad, message in [({"threshold": 1.0}, "threshold must be a probability in \\[0, 1\\), not 1.0"),
+                         ({"threshold": "0.5"}, "threshold must be a probability"),
+                         ({"zoom": 0.5}, "zoom must be >= 1"),
+                         ({"max_area_ratio": 0.0}, "max_area_ratio must be in \\(0, 1\\]"),
+                         ({"dilate_kernel": 4}, "dilate_kernel must be an odd size"),
+                         ({"resolution": 4, "min_area": -1}, "min_area must be >= 0, not -1; resolution must be >= 8")]:
+        with pytest.raises(ValueError, match=message):
+            RefineOptions(**bad)
+    assert RefineOptions(threshold=0.0, zoom=1.0, max_area_ratio=1.0).zoom == 1.0

@@ -100,7 +100,7 @@ def test_ui_and_api_twins_give_the_same_files(name, tmp_path, monkeypatch, capsy
 def test_detect_example_finds_the_synthetic_artifacts_and_shows_par(tmp_path):
     result = run(WORKFLOWS / "api" / f"{DETECT}.json", tmp_path)
     image = read_image(ARTIFACTS)
-    expected = load_detector(device="cpu").mask(image.unsqueeze(0))[0].numpy()
+    expected = load_detector(device="cpu", dtype="fp32").mask(image.unsqueeze(0))[0].numpy()
     assert expected.mean() > 0.01  # the example image gives the detector something to find
     assert result.output("3", 3) == [pytest.approx(float(expected.mean()), abs=1e-6)]
     assert result.ui("3")["par"] == result.output("3", 3)

@@ -8,18 +8,22 @@ from pathlib import Path
 
 from ..checkpoint import CheckpointError
 from ..detector import Detector
+from ..devices import PRECISIONS
 from ..download import DownloadError
-from ..loading import ModelNotFoundError, load_detector
+from ..loading import MODEL_INPUT_SIZE, ModelNotFoundError, load_detector
 
 
-def parse_input_size(value: str) -> int | None:
-    """'native' (or 'none') runs the network at each image's own size; else a square size in pixels."""
+def parse_input_size(value: str) -> int | None | str:
+    """'native' (or 'none') runs the network at each image's own size, 'model' at the size saved in
+    the model file; else a square size in pixels."""
     if value.lower() in ("native", "none"):
         return None
+    if value.lower() == MODEL_INPUT_SIZE:
+        return MODEL_INPUT_SIZE
     try:
         size = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--input-size must be a number of pixels or 'native', not {value!r}")
+        raise argparse.ArgumentTypeError(f"--input-size must be a number of pixels or 'native' or 'model', not {value!r}")
     if size < 32:
         raise argparse.ArgumentTypeError(f"--input-size must be at least 32, not {size}")
     return size
@@ -32,10 +36,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--download", action="store_true",
                         help="download the --model catalogue model first if it is not installed (pal download)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"],
-                        help="precision of the network (default fp32; fp16 needs CUDA)")
-    parser.add_argument("--input-size", default="512", type=parse_input_size,
-                        help="square size the network runs at (PAL4VST: 512), or 'native' for each image's own size")
+    parser.add_argument("--precision", "--dtype", dest="dtype", default="auto", choices=PRECISIONS,
+                        help="precision of the network: auto (default) picks the fastest the device runs natively "
+                             "(bf16 on CPUs with AMX/AVX512-BF16 and on recent GPUs, else fp16 on GPUs, else fp32); "
+                             "fp32 for exact reference results; fp16 needs CUDA")
+    parser.add_argument("--input-size", default=MODEL_INPUT_SIZE, type=parse_input_size,
+                        help="square size the network runs at: 'model' (default: the size saved in the model file, "
+                             "PAL4VST's 512), a number of pixels, or 'native' for each image's own size")
 
 
 def load_detector_from_args(args: argparse.Namespace) -> Detector | None:

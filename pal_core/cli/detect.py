@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..imageio import ImageReadError, list_images, overlay, read_image, write_png
-from ..masks import binarize, par
+from ..masks import binarize, check_threshold, par
 from ..refine import plan_regions
 from ..sheets import SheetRow, detect_row, draw_sheet
 from ..verdicts import DetectTally, detect_line
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "detect", help="find artifacts in images (probability, mask, PAR)",
         description="Runs the artifact detector on images and prints one JSON object per image "
-                    "(image, par, size, model). With --out, also writes <stem>.mask.png (0/255), "
+                    "(image, par, size, model, precision). With --out, also writes <stem>.mask.png (0/255), "
                     "<stem>.prob.png (probability as 0..255) and <stem>.overlay.png.")
     parser.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     add_model_arguments(parser)
@@ -54,8 +54,10 @@ def check_outputs(out_dir: Path, images: list[Path], overwrite: bool) -> list[st
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0.0 <= args.threshold < 1.0:
-        print(f"pal detect: --threshold must be in [0, 1), not {args.threshold}", file=sys.stderr)
+    try:
+        check_threshold(args.threshold, "--threshold")
+    except ValueError as error:
+        print(f"pal detect: {error}", file=sys.stderr)
         return 2
     images = list_images(args.images)
     if not images:
@@ -92,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             "height": image.shape[0],
             "max_prob": round(prob.max().item(), 6),
             "model": detector.name,
+            "precision": detector.precision,
         }
         if args.out is not None:
             paths = output_paths(args.out, path)

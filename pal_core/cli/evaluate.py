@@ -7,6 +7,7 @@ import json
 import sys
 
 from ..evaluation import evaluate_detector, write_json
+from ..masks import check_threshold
 from ..segmentation_data import DatasetLayoutError
 from .common import add_model_arguments, load_detector_from_args
 
@@ -28,8 +29,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0.0 <= args.threshold < 1.0:
-        print(f"error: --threshold must be in [0, 1), not {args.threshold}", file=sys.stderr)
+    try:
+        check_threshold(args.threshold, "--threshold")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     detector = load_detector_from_args(args)
     if detector is None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 
 import torch
 
 from ..checkpoint import CheckpointError
 from ..devices import resolve_device
-from ..loading import ModelNotFoundError, load_detector
+from ..loading import ModelNotFoundError, read_checkpoint, resolve_source
 from ..segmentation_data import DatasetLayoutError
 from ..training import TrainingError, finetune_recipe, train
 from .common import add_run_control_arguments
@@ -59,25 +58,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: need 0 < --min-scale <= --max-scale, got {args.min_scale}, {args.max_scale}", file=sys.stderr)
         return 2
     try:
-        detector = load_detector(args.model, device="cpu")
+        checkpoint = read_checkpoint(args.model)  # unfused, float32, on the CPU: a fresh copy to train
     except (ModelNotFoundError, CheckpointError, ValueError) as error:
         print(f"pal finetune: {error}", file=sys.stderr)
         return 2
-    if detector.output != "logits":
-        print(f"pal finetune: {detector.info.source} is a TorchScript export (class map out, no gradients to "
-              "train); fine-tune the mmseg .pth checkpoint of the same model instead", file=sys.stderr)
-        return 2
-    model = copy.deepcopy(detector.model).float()  # the loader caches its module; train a copy
+    model = checkpoint.model
     recipe = finetune_recipe(
         steps=args.steps, batch_size=args.batch_size, crop_size=args.crop_size,
         scale_range=(args.min_scale, args.max_scale), lr=args.lr, head_lr_mult=args.head_lr_mult,
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, dice_weight=args.dice_weight,
         val_every=args.val_every, val_limit=args.val_limit, save_every=args.save_every, workers=args.workers,
         seed=args.seed, train_split=args.train_split, val_split=args.val_split)
-    name = args.name or f"{detector.name}_finetuned"
-    source = f"fine-tuned by `pal finetune` from {detector.info.source} on {args.data}"
+    name = args.name or f"{checkpoint.name}_finetuned"
+    source = f"fine-tuned by `pal finetune` from {resolve_source(args.model)} on {args.data}"
     try:
-        result = train(model, args.data, args.out, recipe, name, detector.preprocess, source,
+        result = train(model, args.data, args.out, recipe, name, checkpoint.preprocess, source,
                        resolve_device(args.device), resume=args.resume, overwrite=args.overwrite,
                        progress=not args.quiet)
     except (DatasetLayoutError, TrainingError) as error:

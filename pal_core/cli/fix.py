@@ -87,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
         options = _options(args)
         detector = load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size,
                                  download=args.download)
-        inpainter = make_inpainter(args.inpainter, device=args.device, dtype=args.dtype, **_inpainter_settings(args))
+        # --precision auto is measured for the detector only; the inpainter then keeps its own default (fp32).
+        inpainter_dtype = None if args.dtype == "auto" else args.dtype
+        inpainter = make_inpainter(args.inpainter, device=args.device, dtype=inpainter_dtype,
+                                   **_inpainter_settings(args))
     except (OSError, ValueError, DownloadError) as error:  # missing or unfit model files, bad settings
         return _fail(str(error))
 
@@ -171,14 +174,7 @@ def _output_names(paths: list[Path], out: Path) -> dict[Path, Path] | str:
 
 
 def _options(args: argparse.Namespace) -> RefineOptions:
-    if args.zoom < 1.0:
-        raise ValueError(f"--zoom must be >= 1 (the crop must contain the region), not {args.zoom}")
-    if args.resolution < 8:
-        raise ValueError(f"--resolution must be >= 8, not {args.resolution}")
-    if not 0.0 < args.max_area_ratio <= 1.0:
-        raise ValueError(f"--max-area-ratio must be in (0, 1], not {args.max_area_ratio}")
-    if not 0.0 <= args.threshold < 1.0:
-        raise ValueError(f"--threshold must be in [0, 1), not {args.threshold}")
+    """The refinement settings; RefineOptions checks them (a ValueError says what is wrong)."""
     return RefineOptions(
         threshold=args.threshold, min_area=args.min_area, max_area_ratio=args.max_area_ratio, zoom=args.zoom,
         min_side=args.min_side, resolution=args.resolution, multiple=args.multiple,

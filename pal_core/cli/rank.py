@@ -66,9 +66,6 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     if bool(args.paths) == bool(args.merge):
         problems.append("give image paths to score, or --merge RECORDS to combine record files (not both)")
     for name, value, ok, rule in [
-        ("--threshold", args.threshold, 0.0 <= args.threshold < 1.0, "in [0, 1)"),
-        ("--batch-size", args.batch_size, args.batch_size >= 1, "at least 1"),
-        ("--workers", args.workers, args.workers >= 0, "0 or more"),
         ("--top-k", args.top_k, args.top_k is None or args.top_k >= 1, "at least 1"),
         ("--max-par", args.max_par, args.max_par is None or 0.0 <= args.max_par <= 1.0, "in [0, 1]"),
         ("--sheet-limit", args.sheet_limit, args.sheet_limit >= 1, "at least 1"),
@@ -77,7 +74,8 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         if not ok:
             problems.append(f"{name} must be {rule}, not {value}")
     try:
-        args.shard = parse_shard(args.shard)
+        args.settings = RankSettings(batch_size=args.batch_size, workers=args.workers, threshold=args.threshold,
+                                     shard=parse_shard(args.shard), retry_errors=args.retry_errors)
     except ValueError as error:
         problems.append(str(error))
     try:
@@ -140,8 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def score(args: argparse.Namespace, detector, records_path: Path):
-    settings = RankSettings(batch_size=args.batch_size, workers=args.workers, threshold=args.threshold,
-                            shard=args.shard, retry_errors=args.retry_errors)
+    settings = args.settings
     with tqdm(unit="img", disable=args.no_progress or None, dynamic_ncols=True, desc="pal rank") as bar:
         def set_total(total: int) -> None:
             bar.total = total

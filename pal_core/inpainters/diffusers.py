@@ -96,7 +96,8 @@ def load_diffusers_inpainter(path: str | os.PathLike, device: str | torch.device
     """Loads an inpainting pipeline from a local folder or checkpoint file; `settings` go to
     `DiffusersInpainter` (prompt, negative_prompt, steps, guidance, strength, batch_size)."""
     torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
+    # No measured "auto" for diffusion yet: unset means float32, as before.
+    torch_dtype = resolve_dtype("fp32" if dtype is None else dtype, torch_device)
     pipeline = _load_pipeline(_local_model_path(path), torch_dtype, config)
     pipeline = pipeline.to(torch_device)
     pipeline.set_progress_bar_config(disable=True)  # refinement shows its own progress

@@ -1,8 +1,9 @@
 """Network architectures a detector can be built from, by the name stored in our checkpoints.
 
 Each architecture is an `nn.Module` class with a class attribute `architecture` (its name), a
-`config` whose `to_dict()` is JSON-serialisable, and `from_config(dict)`. Its forward maps normalised
-images [B, 3, H, W] to class logits [B, num_classes, h, w] at any resolution h x w (class 1 is
+`config` (a `ModelConfig`, saved as a JSON dict), `from_config(dict)`, and `auto_low_precision`
+(whether precision="auto" may run it below fp32: only where its masks were shown to stay those of
+fp32). Its forward maps normalised images [B, 3, H, W] to class logits [B, num_classes, h, w] at any resolution h x w (class 1 is
 "artifact"); the detector resizes them back to each image's size.
 """
 
