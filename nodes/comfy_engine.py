@@ -32,7 +32,7 @@ from pal_core.workflow.context import RunContext
 from pal_core.workflow.engines import COMFYUI_ENV, EngineJob, EngineUnavailable
 from pal_core.workflow.errors import HostNodeError, Issue, NodeExecutionError, WorkflowValidationError
 from pal_core.workflow.executor import NodeRecord, RunResult, written_files
-from pal_core.workflow.validation import is_link
+from pal_core.workflow.validation import needed_nodes
 
 from . import NODE_CLASS_MAPPINGS as PACK_CLASSES
 
@@ -260,26 +260,15 @@ def _validate(comfy: _Comfy, prompt: dict, prompt_id: str) -> list[str]:
     for node_id, entry in (node_errors or {}).items():
         for reason in entry.get("errors", []):
             details = f": {reason['details']}" if reason.get("details") else ""
-            issues.append(Issue(str(node_id), entry.get("class_type"), (reason.get("extra_info") or {}).get("input_name"),
-                                reason.get("type", "invalid"), f"{reason.get('message', '')}{details}"))
+            input_name = (reason.get("extra_info") or {}).get("input_name")
+            issues.append(Issue(str(node_id), entry.get("class_type"), input_name, reason.get("type", "invalid"),
+                                f"{reason.get('message', '')}{details}"))
     if not valid and not issues:
         details = f": {error['details']}" if error.get("details") else ""
         issues.append(Issue(None, None, None, error.get("type", "invalid_prompt"), f"{error.get('message')}{details}"))
     if issues:
         raise WorkflowValidationError(issues, missing_hint=MISSING_HINT)
     return list(outputs)
-
-
-def _needed_nodes(prompt: dict, outputs: list[str]) -> set[str]:
-    """The output nodes and everything they read from: what ComfyUI will execute."""
-    needed, stack = set(), list(outputs)
-    while stack:
-        node_id = stack.pop()
-        if node_id in needed or node_id not in prompt:
-            continue
-        needed.add(node_id)
-        stack.extend(value[0] for value in prompt[node_id]["inputs"].values() if is_link(value))
-    return needed
 
 
 class _ProgressListener:
@@ -336,11 +325,12 @@ def _result(executor, prompt: dict, listener: _ProgressListener, context: RunCon
 def _failure(executor) -> tuple[str, str, HostNodeError] | None:
     for event, data in executor.status_messages:
         if event == "execution_error":
-            cause = HostNodeError(data.get("exception_type", "Exception"), str(data.get("exception_message", "")).strip(),
-                                  "".join(data.get("traceback") or []))
+            cause = HostNodeError(data.get("exception_type", "Exception"),
+                                  str(data.get("exception_message", "")).strip(), "".join(data.get("traceback") or []))
             return str(data["node_id"]), data.get("node_type", "?"), cause
         if event == "execution_interrupted":
-            return str(data["node_id"]), data.get("node_type", "?"), HostNodeError("Interrupted", "processing was interrupted")
+            cause = HostNodeError("Interrupted", "processing was interrupted")
+            return str(data["node_id"]), data.get("node_type", "?"), cause
     return None
 
 
@@ -356,7 +346,7 @@ def run(job: EngineJob) -> RunResult:
         overrides.apply(loaded.prompt, job.overrides, classes)
         prompt = loaded.prompt
         outputs = _validate(comfy, prompt, prompt_id)
-        listener = _ProgressListener(prompt, len(_needed_nodes(prompt, outputs)), job.progress)
+        listener = _ProgressListener(prompt, len(needed_nodes(prompt, outputs)), job.progress)
         executor = comfy.execution.PromptExecutor(comfy.host, cache_type=comfy.execution.CacheType.CLASSIC)
         extra_data = {"client_id": "pal-run"}
         if loaded.ui_workflow is not None:  # embedded in saved PNGs, as the frontend sends it

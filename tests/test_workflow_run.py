@@ -297,7 +297,8 @@ def test_default_registry_has_core_nodes_and_reports_a_broken_pack(monkeypatch):
     broken = EntryPoint("broken", "no_such_module_for_pal_tests:NODE_CLASS_MAPPINGS", plugins.NODE_PACKS)
     not_a_mapping = EntryPoint("odd", "json:dumps", plugins.NODE_PACKS)
     works = EntryPoint("test", "workflow_nodes:TEST_NODES", plugins.NODE_PACKS)
-    monkeypatch.setattr(plugins, "entry_points", lambda group: [broken, not_a_mapping, works] if group == plugins.NODE_PACKS else [])
+    declared = {plugins.NODE_PACKS: [broken, not_a_mapping, works]}
+    monkeypatch.setattr(plugins, "entry_points", lambda group: declared.get(group, []))
     classes, problems = plugins.load_node_packs()
     assert classes == TEST_NODES
     assert len(problems) == 2 and "'broken'" in problems[0] and "ModuleNotFoundError" in problems[0]

@@ -1,11 +1,13 @@
-"""Running saved ComfyUI workflows without ComfyUI: `pal run`, and `run_workflow` for scripts and tests.
+"""Running saved ComfyUI workflows headless: `pal run`, and `run_workflow` for scripts and tests.
 
     result = run_workflow("examples/fix.json", input_dir="in", output_dir="out", overrides={"9.seed": 3})
     result.files          # PNGs written
     result.output("4", 0) # what node 4 produced at its first output (a list, as in ComfyUI)
 
-Steps: read (API or UI format, see formats.py) -> apply overrides -> validate everything (nothing runs
-if anything is wrong) -> execute the nodes the output nodes need, once each.
+Two engines (engines.py): the built-in runtime here, and ComfyUI's own executor, which a node pack
+offers as a plugin (plugins.py). The built-in steps: read (API or UI format, see formats.py) -> apply
+overrides -> validate everything (nothing runs if anything is wrong) -> execute the nodes the output
+nodes need, once each.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def validate(prompt: dict, classes: Mapping[str, type],
         issues.append(Issue(None, None, None, "prompt_no_outputs",
                             "the workflow has no output node (such as SaveImage or PreviewImage), so nothing "
                             "would run; add one, or unmute it"))
-    needed = _needed_nodes(prompt, outputs)
+    needed = needed_nodes(prompt, outputs)
     for node_id in sorted(needed, key=node_sort_key):
         if node_id in specs:
             issues += _check_node(node_id, prompt, specs, hints)
@@ -73,7 +73,7 @@ def _read_specs(prompt: dict, classes: Mapping[str, type], issues: list[Issue]) 
         if cls is None:
             issues.append(Issue(node_id, class_type, None, "missing_node_type",
                                 f"no node class '{class_type}' is installed (neither a core node of `pal run` "
-                                "nor one of the PAL node pack)"))
+                                "nor one of an installed node pack)"))
             continue
         try:
             specs[node_id] = node_spec(class_type, cls)
@@ -83,7 +83,8 @@ def _read_specs(prompt: dict, classes: Mapping[str, type], issues: list[Issue]) 
     return specs
 
 
-def _needed_nodes(prompt: dict, outputs: list[str]) -> set[str]:
+def needed_nodes(prompt: dict, outputs: list[str]) -> set[str]:
+    """The output nodes and everything they read from: what runs."""
     needed, stack = set(), list(outputs)
     while stack:
         node_id = stack.pop()
