@@ -144,6 +144,15 @@ class PALLoadDiffusersInpainter:
                                                                                            "fp32 on the CPU."}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, model):
+        """Says where models go when there is none (ComfyUI would only say the value is not in an empty list)."""
+        if model in diffusion_choices():
+            return True
+        return (f"no inpainting model '{model}': put a diffusers pipeline folder in models/diffusers/<name>/ or an "
+                "inpainting checkpoint in models/checkpoints/, then press R to refresh; or use Load OpenCV Inpainter "
+                "(no model) or ComfyUI Model Inpainter (a checkpoint you load in ComfyUI)")
+
     def load(self, model, prompt, negative_prompt, steps, guidance, strength, device, precision):
         return (load_diffusers(model, device, precision, prompt=prompt, negative_prompt=negative_prompt, steps=steps,
                                guidance=guidance, strength=strength),)

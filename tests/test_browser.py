@@ -112,6 +112,7 @@ FIT_TO_VIEW = """(async () => {
 RUN = """(async () => {
   const app = window.comfyAPI.app.app;
   const before = new Set(Object.keys(await (await fetch("/api/history")).json()));
+  if (%(clear)s) for (const n of app.graph._nodes) { const w = n.widgets?.find(w => w.name === "results"); if (w) w.value = ""; }
   await app.queuePrompt(0, 1);
   const deadline = Date.now() + %(timeout_ms)d;
   let entry = null;
@@ -180,6 +181,46 @@ def test_the_templates_browser_lists_every_example_with_its_thumbnail(server):
         assert status == 200 and body[:3] == b"\xff\xd8\xff", name  # a JPEG, as the browser asks for
 
 
+TEMPLATES_DIALOG = """(async () => {
+  const app = window.comfyAPI.app.app, sleep = (ms) => new Promise(r => setTimeout(r, ms));
+  await app.extensionManager.command.execute("Comfy.BrowseTemplates");
+  const deadline = Date.now() + 30000;
+  let entry = null;
+  while (!entry && Date.now() < deadline) {
+    entry = [...document.querySelectorAll(".p-dialog *")].find(e => !e.children.length && e.textContent.trim() === "%(pack)s");
+    await sleep(300);
+  }
+  if (!entry) throw new Error("the templates browser lists no category %(pack)s");
+  entry.click();
+  const dialog = document.querySelector(".p-dialog");
+  let images = [];
+  while (Date.now() < deadline) {  // the thumbnails are fetched, then shown
+    images = [...dialog.querySelectorAll("img")];
+    if (images.length >= %(count)d && images.every(i => i.complete && i.naturalWidth > 0)) break;
+    await sleep(300);
+  }
+  return {text: dialog.innerText, loaded: images.filter(i => i.complete && i.naturalWidth > 0).length};
+})()"""
+
+
+CLOSE_DIALOG = """(async () => {
+  for (const button of document.querySelectorAll(".p-dialog .p-dialog-close-button")) button.click();
+  const deadline = Date.now() + 10000;
+  while (document.querySelector(".p-dialog") && Date.now() < deadline) await new Promise(r => setTimeout(r, 200));
+  return !document.querySelector(".p-dialog");
+})()"""
+
+
+def test_the_templates_browser_shows_each_example_titled_with_its_thumbnail(page):
+    shown = page.evaluate(TEMPLATES_DIALOG % {"pack": PACK, "count": len(EXAMPLES)})
+    page.screenshot(artifacts_dir() / "templates-browser.png")
+    assert page.evaluate(CLOSE_DIALOG), "the templates browser did not close"
+    lines = shown["text"].splitlines()
+    for name in EXAMPLES:  # title, and the description ComfyUI derives from the file name
+        assert name in lines and name.replace("-", " ") in lines, name
+    assert shown["loaded"] >= len(EXAMPLES)
+
+
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_loads_in_the_front_end_without_overlaps(name, page):
     graph = page.evaluate(load_example(name))
@@ -207,7 +248,7 @@ def test_example_loads_in_the_front_end_without_overlaps(name, page):
 def test_pal_example_runs_from_the_page_and_shows_par_on_its_nodes(name, page):
     page.evaluate(load_example(name))
     started = time.monotonic()
-    run = page.evaluate(RUN % {"timeout_ms": 600_000}, timeout=660)
+    run = page.evaluate(RUN % {"timeout_ms": 600_000, "clear": "false"}, timeout=660)
     page.evaluate(FIT_TO_VIEW)
     page.screenshot(artifacts_dir() / shot_name(name, "after-run"))
     assert run["status"]["status_str"] == "success", run["status"]
@@ -220,6 +261,12 @@ def test_pal_example_runs_from_the_page_and_shows_par_on_its_nodes(name, page):
         assert len(ui["par"]) >= 1 and all(f"PAR {p:.4f}" in shown["value"] or f"-> {p:.4f}" in shown["value"]
                                            for p in ui["par"]), (lines, ui["par"])
     assert any(p > 0 for s in showing for p in run["outputs"][s]["par"]), "the detector found nothing in the example"
+    # Run again: ComfyUI answers from its cache and executes nothing, so no node gets onExecuted; the
+    # boxes (emptied first) are filled from the run's history.
+    again = page.evaluate(RUN % {"timeout_ms": 120_000, "clear": "true"}, timeout=180)
+    assert again["status"]["status_str"] == "success"
+    assert any(kind == "execution_cached" and data["nodes"] for kind, data in again["status"]["messages"])
+    assert {k: s["value"] for k, s in again["shown"].items()} == {k: s["value"] for k, s in run["shown"].items()}
     assert own_errors(page) == [], own_errors(page)
     assert time.monotonic() - started < 600
 
@@ -245,7 +292,7 @@ def test_generation_example_runs_from_the_page_with_a_tiny_checkpoint(name, page
     page.evaluate(SET_WIDGETS % {"changes": json.dumps({
         "CheckpointLoaderSimple": {"ckpt_name": TINY_CHECKPOINT}, "EmptyLatentImage": {"width": 64, "height": 64},
         "KSampler": {"steps": 2}, "PALComfyInpainter": {"steps": 2}})})
-    run = page.evaluate(RUN % {"timeout_ms": 900_000}, timeout=960)
+    run = page.evaluate(RUN % {"timeout_ms": 900_000, "clear": "false"}, timeout=960)
     page.evaluate(FIT_TO_VIEW)
     page.screenshot(artifacts_dir() / shot_name(name, "after-run-tiny-checkpoint"))
     assert run["status"]["status_str"] == "success", run["status"]
@@ -265,7 +312,7 @@ def test_workflows_saved_with_the_old_nodes_still_load_and_run(saved, page):
     assert [n["type"] for n in graph["nodes"] if n["errors"] or not n["registered"]] == []
     assert same_prompt(graph["prompt"], json.loads(saved.with_name(saved.stem + ".api.json").read_text()))
     assert {"PALLoadInpainter"} <= {n["type"] for n in graph["nodes"]}
-    run = page.evaluate(RUN % {"timeout_ms": 600_000}, timeout=660)
+    run = page.evaluate(RUN % {"timeout_ms": 600_000, "clear": "false"}, timeout=660)
     page.screenshot(artifacts_dir() / shot_name(saved.stem, "saved-before-after-run"))
     assert run["status"]["status_str"] == "success", run["status"]
 

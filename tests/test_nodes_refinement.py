@@ -313,6 +313,8 @@ def test_inpainter_choices_list_model_folders(tmp_path, monkeypatch):
     assert choices[:2] == list(available_weight_free()[:2]) and choices[0] == default_weight_free()
     assert choices[len(available_weight_free()):] == diffusion_choices()
     assert PALLoadDiffusersInpainter.INPUT_TYPES()["required"]["model"][0] == diffusion_choices()
+    assert PALLoadDiffusersInpainter.VALIDATE_INPUTS("diffusers/sd15-inpaint") is True
+    assert "models/diffusers/<name>/" in PALLoadDiffusersInpainter.VALIDATE_INPUTS("")
     methods = PALLoadOpenCVInpainter.INPUT_TYPES()["required"]["method"][0]
     assert ["opencv-" + m for m in methods] == list(available_weight_free())
     assert PALLoadOpenCVInpainter().load(methods[0], 0.0)[0].name == default_weight_free()

@@ -48,7 +48,7 @@ CHECKPOINT = "sd_xl_base_1.0.safetensors"
 # are given room for their previews, which the front end fits into the node.
 SIZES = {
     "LoadImage": (320, 360), "SaveImage": (320, 330), "PreviewImage": (320, 330), "MaskToImage": (240, 30),
-    "PALLoadDetector": (320, 160), "PALDetectArtifacts": (320, 200), "PALAutoFixV2": (320, 420),
+    "PALLoadDetector": (320, 240), "PALDetectArtifacts": (320, 200), "PALAutoFixV2": (320, 420),
     "PALLoadOpenCVInpainter": (320, 82), "PALConnectedComponentCrop": (320, 242), "PALZoomInpaintV2": (320, 210),
     "PALComposite": (320, 122), "PALRankByPAR": (320, 330), "PALComfyInpainter": (320, 214),
     "CheckpointLoaderSimple": (320, 98), "CLIPTextEncode": (340, 150), "EmptyLatentImage": (320, 106),
@@ -159,7 +159,8 @@ EXAMPLES: dict[str, Example] = {
         "run Detect Artifacts shows each image's PAR (the share of artifact pixels).\n\n"
         f"The example image ({ARTIFACT_IMAGE}) is a generated picture with synthetic artifacts added by "
         "tools/make_workflows.py, the kind the shipped model finds best. Load your own image instead; for "
-        "finer results put an official PAL4VST checkpoint in models/pal4vst and pick it in the detector.",
+        "real artifacts pick pal4vst-unified in the detector (the authors' model: switch download_if_missing on "
+        "once, or run `pal download pal4vst-unified`).",
         {"1": load_image(ARTIFACT_IMAGE),
          "2": DETECTOR,
          "3": {"class_type": "PALDetectArtifacts", "inputs": {"detector": ["2", 0], "images": ["1", 0], "threshold": 0.5}},

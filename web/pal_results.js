@@ -1,4 +1,5 @@
-// Shows what the PAL nodes measured (the loaded model; PAR per image; Auto Fix, Zoom Inpaint and Rank summaries) on the nodes.
+// Shows what the PAL nodes found on the nodes themselves: the loaded model, PAR per image, and the
+// summaries of Auto Fix, Zoom Inpaint and Rank by PAR.
 //
 // The nodes return their numbers as `ui.text` (see nodes/display.py); ComfyUI hands that to
 // onExecuted after a run, but draws no text for a custom node by itself. Each such node gets a
@@ -9,34 +10,47 @@ import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 
-const NODES_WITH_RESULTS = new Set(["PALLoadDetector", "PALDetectArtifacts", "PALPARScore", "PALRankByPAR", "PALAutoFixV2", "PALAutoFix",
-  "PALZoomInpaintV2", "PALZoomInpaint"]);
+const NODES_WITH_RESULTS = new Set(["PALLoadDetector", "PALDetectArtifacts", "PALPARScore", "PALRankByPAR",
+  "PALAutoFixV2", "PALAutoFix", "PALZoomInpaintV2", "PALZoomInpaint"]);
 const WIDGET_NAME = "results";
-const PLACEHOLDER = "PAR per image appears here after a run";
+const PLACEHOLDERS = { PALLoadDetector: "the loaded model appears here after a run",
+  PALZoomInpaintV2: "a line per region appears here after a run", PALZoomInpaint: "a line per region appears here after a run" };
 
-function addResultsBox(node) {
+function addResultsBox(node, className) {
   const widget = ComfyWidgets.STRING(node, WIDGET_NAME, ["STRING", { multiline: true }], app).widget;
   widget.serialize = false; // not in the saved workflow's widgets_values
   widget.options.serialize = false; // not sent with the prompt
   widget.element.readOnly = true;
-  widget.element.placeholder = PLACEHOLDER;
+  widget.element.placeholder = PLACEHOLDERS[className] ?? "PAR per image appears here after a run";
   widget.element.dataset.palResults = "true";
   return widget;
 }
 
 function showResults(node, text) {
-  const widget = node.widgets?.find((w) => w.name === WIDGET_NAME) ?? addResultsBox(node);
+  const widget = node.widgets?.find((w) => w.name === WIDGET_NAME) ?? addResultsBox(node, node.comfyClass);
   widget.value = text;
   node.setDirtyCanvas?.(true, true);
 }
 
+async function historyEntry(promptId) {
+  // ComfyUI announces success before it files the run in its history: ask until it is there.
+  for (let attempt = 0; attempt < 40; attempt++) {
+    const response = await api.fetchApi(`/history/${encodeURIComponent(promptId)}`);
+    const entry = response.ok ? (await response.json())[promptId] : undefined;
+    if (entry?.outputs) return entry;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  return undefined;
+}
+
 async function showResultsFromHistory(promptId) {
-  const response = await api.fetchApi(`/history/${encodeURIComponent(promptId)}`);
-  if (!response.ok) return;
-  const outputs = (await response.json())[promptId]?.outputs ?? {};
-  for (const [nodeId, output] of Object.entries(outputs)) {
+  const entry = await historyEntry(promptId);
+  const prompt = entry?.prompt?.[2] ?? {}; // [number, id, graph, ...]: the graph that ran
+  for (const [nodeId, output] of Object.entries(entry?.outputs ?? {})) {
     const node = app.graph?.getNodeById(Number(nodeId));
-    if (node && NODES_WITH_RESULTS.has(node.comfyClass) && Array.isArray(output?.text)) {
+    // the same node of the graph that ran (not a namesake in a workflow opened since)
+    if (node && NODES_WITH_RESULTS.has(node.comfyClass) && prompt[nodeId]?.class_type === node.comfyClass
+        && Array.isArray(output?.text)) {
       showResults(node, output.text.join("\n"));
     }
   }
@@ -54,7 +68,7 @@ app.registerExtension({
     const onNodeCreated = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {
       const result = onNodeCreated?.apply(this, arguments);
-      addResultsBox(this);
+      addResultsBox(this, nodeData.name);
       return result;
     };
     const onExecuted = nodeType.prototype.onExecuted;
