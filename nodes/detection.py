@@ -11,8 +11,9 @@ from pal_core import Detector, catalogue, load_detector
 from pal_core.devices import PRECISIONS
 from pal_core.loading import default_model_notice, locate_model
 from pal_core.imageio import overlay
-from pal_core.masks import binarize, par
-from pal_core.selection import rank_by_par
+from pal_core.layouts import check_images, check_mask
+from pal_core.masks import binarize, par_of_probability
+from pal_core.selection import NOT_FINITE, rank_by_par
 
 from . import comfy_env
 from .display import par_lines, rank_lines, shown
@@ -49,8 +50,7 @@ def _catalogue_tooltip() -> str:
 
 def predict(detector: Detector, images: torch.Tensor) -> torch.Tensor:
     """The detector's probabilities [B, H, W] on ComfyUI's output device, with its progress bar and Cancel."""
-    if images.shape[0] == 0:
-        raise ValueError("the image batch is empty; connect a node that outputs at least one image")
+    check_images(images)
     with comfy_env.detector_on_device(detector):
         probability = detector.predict(images, progress=comfy_env.Progress(images.shape[0]))
     return probability.to(comfy_env.output_device())
@@ -59,7 +59,9 @@ def predict(detector: Detector, images: torch.Tensor) -> torch.Tensor:
 class PALLoadDetector:
     DESCRIPTION = ("Loads an artifact detector: the official PAL4VST models by name (pal4vst-unified is the one "
                    "to use; download it once), the small shipped pal-lite, or any detector file in models/pal4vst "
-                   "(.safetensors, mmseg .pth, TorchScript end2end.pt). Loaded once and reused.")
+                   "(.safetensors, mmseg .pth, TorchScript end2end.pt). Loaded once and reused. .safetensors and "
+                   ".pth files are data; a TorchScript file is a program: only its weights are read, and it never "
+                   "runs unless you allow it.")
     CATEGORY = DETECT_CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = ("PAL_DETECTOR", "STRING")
@@ -75,8 +77,8 @@ class PALLoadDetector:
             "device": DEVICE,
             "precision": (list(PRECISIONS), {"default": "auto", "tooltip": (
                 "auto: the fastest precision this device runs natively (bf16 on CPUs with AMX/AVX512-BF16 and on "
-                "recent GPUs, fp16 on older GPUs, else fp32); fp32 for exact results. fp16 needs a GPU; official "
-                "TorchScript files run in fp32.")}),
+                "recent GPUs, fp16 on older GPUs, else fp32); fp32 for exact results. fp16 needs a GPU; a "
+                "TorchScript file run as a program stays fp32.")}),
             "input_size": ("INT", {"default": 512, "min": 0, "max": 4096, "step": 32,
                                    "tooltip": "Square size the network runs at (PAL4VST: 512). 0 runs it at each "
                                               "image's own size (slower, finer masks on large images)."}),
@@ -85,6 +87,11 @@ class PALLoadDetector:
                 "tooltip": "Download a catalogue model that is not installed yet from its authors' link (about "
                            "0.5 GB, into models/pal4vst, with a progress bar). Off: a missing model is an error "
                            "that says how to get it. Nothing is ever downloaded unless this is on."}),
+        }, "optional": {
+            "allow_torchscript": ("BOOLEAN", {"default": False, "tooltip": (
+                "A TorchScript file (.pt) is a program, not data: running it runs code that can read and write "
+                "your files. Off: only its weights are read (the official end2end.pt works this way). On: a "
+                "TorchScript file whose weights cannot be read is run as a program. Only for files you trust.")}),
         }}
 
     @classmethod
@@ -95,7 +102,8 @@ class PALLoadDetector:
             return True
         return f"'{model}' is neither a catalogue model nor a file in models/pal4vst"
 
-    def load(self, model: str, device: str, precision: str, input_size: int, download_if_missing: bool = False):
+    def load(self, model: str, device: str, precision: str, input_size: int, download_if_missing: bool = False,
+             allow_torchscript: bool = False):
         name = model.removesuffix(NOT_INSTALLED)
         notice = None
         if model == DEFAULT_CHOICE:
@@ -109,7 +117,8 @@ class PALLoadDetector:
         else:
             source = comfy_env.model_path(comfy_env.DETECTOR_FOLDER, model)
         torch_device = comfy_env.torch_device() if device == "auto" else device
-        detector = load_detector(source, device=torch_device, dtype=precision, input_size=input_size or None)
+        detector = load_detector(source, device=torch_device, dtype=precision, input_size=input_size or None,
+                                 trust_code=allow_torchscript)
         lines = [f"{detector.name} ({detector.info.format}, {detector.precision} on {detector.device}) "
                  f"from {detector.info.source}", *([notice] if notice else [])]
         return shown((detector, "\n".join(lines)), lines)
@@ -138,7 +147,7 @@ class PALDetectArtifacts:
     def detect(self, detector: Detector, images: torch.Tensor, threshold: float):
         probability = predict(detector, images)
         mask = binarize(probability, threshold).float()
-        scores = [round(float(p), 6) for p in par(mask)]
+        scores = [round(float(p), 6) for p in par_of_probability(probability, threshold)]
         return shown((mask, probability, overlay(images.to(mask.device), mask), scores), par_lines(scores), scores)
 
 
@@ -167,14 +176,15 @@ class PALPARScore:
     def score(self, threshold: float, images=None, detector=None, mask=None):
         model = None
         if mask is not None:
-            scores = par(binarize(mask, threshold))
+            scores = par_of_probability(check_mask(mask), threshold)
         elif images is not None and detector is not None:
-            scores = par(binarize(predict(detector, images), threshold))
+            scores = par_of_probability(predict(detector, images), threshold)
             model = detector.name
         else:
             raise ValueError("PAR Score needs either a mask, or images and a detector: connect one of them")
         scores = [round(float(p), 6) for p in scores]
-        report = json.dumps([{"index": i, "par": p, **({"model": model} if model else {})}
+        report = json.dumps([{"index": i, "par": p, **({"model": model} if model else {})} if p == p else
+                             {"index": i, "par": None, "error": NOT_FINITE, **({"model": model} if model else {})}
                              for i, p in enumerate(scores)])
         return shown((scores, report), par_lines(scores), scores)
 
@@ -204,15 +214,20 @@ class PALRankByPAR:
         }}
 
     def rank(self, detector: Detector, images: torch.Tensor, top_k: int, max_par: float, threshold: float):
-        masks = binarize(predict(detector, images), threshold).float()
-        scores = par(masks)
+        probability = predict(detector, images)
+        masks = binarize(probability, threshold).float()
+        scores = par_of_probability(probability, threshold)
         kept = rank_by_par(scores, top_k, max_par)
         report = {"model": detector.name,
-                  "images": [{"index": i, "par": round(float(p), 6), "kept": i in kept} for i, p in enumerate(scores)]}
+                  "images": [{"index": i, "par": round(float(p), 6), "kept": i in kept} if p == p else
+                             {"index": i, "par": None, "kept": False, "error": NOT_FINITE}
+                             for i, p in enumerate(scores.tolist())]}
         if not kept:
-            best = int(scores.argmin())
-            report["message"] = (f"no image has PAR <= {max_par} (the best, image {best}, has {float(scores[best]):.4f}); "
-                                 "raise max_par to keep some")
+            scored = [i for i, p in enumerate(scores.tolist()) if p == p]
+            best = min(scored, key=lambda i: float(scores[i])) if scored else None
+            report["message"] = (f"no image has PAR <= {max_par} (the best, image {best}, has "
+                                 f"{float(scores[best]):.4f}); raise max_par to keep some" if best is not None else
+                                 f"no image could be scored: every one has {NOT_FINITE}")
             print(f"[PAL] Rank by PAR: {report['message']}")
         index = torch.tensor(kept, dtype=torch.long)
         result = (images.index_select(0, index.to(images.device)), masks.index_select(0, index.to(masks.device)),

@@ -19,11 +19,13 @@ def shown(result: tuple, lines: list[str], par: list[float] | None = None) -> di
 
 def par_lines(par: list[float]) -> list[str]:
     """One line per image: its index in the batch, PAR and the share of artifact pixels."""
-    return [f"#{i}  PAR {p:.4f}  ({p:.1%} of pixels)" for i, p in enumerate(par)]
+    return [f"#{i}  PAR {p:.4f}  ({p:.1%} of pixels)" if p == p else f"#{i}  not scored: NaN or inf pixels"
+            for i, p in enumerate(par)]
 
 
 def rank_lines(report: dict) -> list[str]:
     """Rank by PAR's report, best first: which images were kept."""
-    ordered = sorted(report["images"], key=lambda item: (item["par"], item["index"]))
-    lines = [f"#{item['index']}  PAR {item['par']:.4f}  {'kept' if item['kept'] else '-'}" for item in ordered]
+    ordered = sorted(report["images"], key=lambda item: (item["par"] is None, item["par"] or 0.0, item["index"]))
+    lines = [f"#{item['index']}  PAR {item['par']:.4f}  {'kept' if item['kept'] else '-'}" if item["par"] is not None
+             else f"#{item['index']}  not scored: NaN or inf pixels" for item in ordered]
     return lines + ([report["message"]] if "message" in report else [])

@@ -17,6 +17,7 @@ from pal_core import Detector
 from pal_core.composite import DEFAULT_FEATHER, DEFAULT_GROW, composite
 from pal_core.crops import DEFAULT_RESOLUTION, DEFAULT_ZOOM, CropPlan, clip_box
 from pal_core.inpainters import Inpainter
+from pal_core.layouts import check_images, check_mask
 from pal_core.masks import OFFICIAL_ITERATIONS, binarize
 from pal_core.refine import RefineOptions, inpaint_each, plan_regions, refine
 from pal_core.verdicts import fix_summary, inpaint_line
@@ -54,11 +55,8 @@ SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
 def mask_for_images(mask: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """The mask as [B, H, W] matching the images: one mask is used for every image, and a mask of
     another size (LoadImage gives 64x64 when an image has no alpha) is resized to the images."""
-    if mask.dim() == 2:
-        mask = mask.unsqueeze(0)
-    if mask.dim() != 3:
-        raise ValueError(f"mask has shape {tuple(mask.shape)}; expected [B, H, W]")
-    batch, height, width = images.shape[:3]
+    mask = check_mask(mask)
+    batch, height, width = check_images(images).shape[:3]
     if mask.shape[0] not in (1, batch):
         raise ValueError(f"{mask.shape[0]} masks for {batch} images; give one mask, or one per image")
     if tuple(mask.shape[1:]) != (height, width):
@@ -106,6 +104,8 @@ class PALConnectedComponentCrop:
 def inpaint_crops(crops, crop_masks, inpainter: Inpainter, prompt: str, seed: int, crop_plan: CropPlan | None) -> dict:
     """Each crop inpainted on its own (progress and cancel between regions); region i of an image gets seed + i.
     The summary (a line per region) is also shown on the node."""
+    check_images(crops, "crops", allow_empty=True)
+    check_mask(crop_masks, "crop_masks")
     if crop_masks.shape != crops.shape[:3]:
         raise ValueError(f"crop_masks have shape {tuple(crop_masks.shape)} but crops {tuple(crops.shape)}; "
                          "connect both from the same Connected-Component Crop")
@@ -191,6 +191,8 @@ class PALComposite:
         }}
 
     def composite(self, images, inpainted_crops, crop_plan: CropPlan, feather, color_match):
+        check_images(images)
+        check_images(inpainted_crops, "inpainted_crops", allow_empty=True)
         if len(crop_plan.image_sizes) != images.shape[0] or any(
                 size != tuple(images.shape[1:3]) for size in crop_plan.image_sizes):
             raise ValueError(f"the crop plan was made for {len(crop_plan.image_sizes)} images of size "
@@ -204,6 +206,7 @@ def auto_fix(images, detector: Detector, inpainter: Inpainter, prompt: str, seed
              target_size: int, feather: float, color_match: bool, redetect: bool) -> dict:
     """Refinement in one call; its summary (PAR before -> after per image) is shown on the node.
     target_size 0: the inpainter's own size."""
+    check_images(images)
     resolution = target_size or inpainter.resolution or DEFAULT_RESOLUTION
     options = RefineOptions(threshold=threshold, zoom=zoom, resolution=resolution, feather=feather,
                             color_match=color_match, redetect=redetect)
@@ -296,6 +299,7 @@ class PALCropsToSEGS:
         }}
 
     def to_segs(self, images, crop_plan: CropPlan):
+        check_images(images)
         segs = []
         for image_index, (height, width) in enumerate(crop_plan.image_sizes):
             items = []

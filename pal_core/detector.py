@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .devices import precision_name
-from .masks import check_threshold
+from .masks import check_threshold, par_of_probability
 from .memory import run_in_fitting_tiles, run_within_memory
 from .preprocess import Preprocess
 
@@ -31,7 +31,7 @@ class DetectorInfo:
 
     name: str
     source: str  # where it was loaded from
-    format: str  # "safetensors", "mmseg", "torchscript"
+    format: str  # "safetensors", "mmseg", "torchscript-weights" (read as data) or "torchscript" (run as a program)
     architecture: str
 
 
@@ -150,14 +150,21 @@ class Detector:
         [H, W, 3] tensors gives a list of [H, W] tensors. For a "labels" network (TorchScript) the
         probability is its 0/1 decision. `progress(done, total)` is called after each batch. When the
         device runs out of memory, the batch is split and then single images are run in tiles (see
-        `memory.run_within_memory`).
+        `memory.run_within_memory`). An image with a NaN or infinite pixel (an fp16 VAE decode can give
+        them) is not run: its map is all NaN, so it cannot pass for a clean image.
         """
         frames, as_list = _split_images(images)
         results: list[torch.Tensor | None] = [None] * len(frames)
-        done = 0
+        runnable = []
+        for i, frame in enumerate(frames):
+            if bool(torch.isfinite(frame).all()):
+                runnable.append(i)
+            else:
+                results[i] = torch.full(frame.shape[:2], float("nan"), dtype=torch.float32, device=frame.device)
+        done = len(frames) - len(runnable)
         self.load()
         with torch.inference_mode():
-            for indices in self._batches(frames):
+            for indices in self._batches(frames, runnable):
                 batch = [frames[i] for i in indices]
                 probs = run_within_memory(self._forward, self._forward_tiled, batch, self.device)
                 for i, prob in zip(indices, probs):
@@ -180,19 +187,23 @@ class Detector:
         return probs > threshold
 
     def par(self, images: ImageBatch, threshold: float = 0.5) -> torch.Tensor:
-        """Perceptual Artifacts Ratio per image: artifact area / image area, as float [B]."""
-        masks = self.mask(images, threshold)
-        if isinstance(masks, list):
-            return torch.tensor([m.float().mean().item() for m in masks], dtype=torch.float32)
-        return masks.flatten(1).float().mean(dim=1)
+        """Perceptual Artifacts Ratio per image: artifact area / image area, as float [B].
+
+        NaN for an image with non-finite pixels (see `predict`): callers rank it last.
+        """
+        check_threshold(threshold)
+        probs = self.predict(images)
+        if isinstance(probs, list):
+            return torch.tensor([float(par_of_probability(p.unsqueeze(0), threshold)[0]) for p in probs])
+        return par_of_probability(probs, threshold)
 
     # ------------------------------------------------------------------------------------------
 
-    def _batches(self, frames: list[torch.Tensor]) -> Iterator[list[int]]:
-        """Indices of images run together: any sizes at a fixed input size, equal sizes in native mode."""
+    def _batches(self, frames: list[torch.Tensor], indices: list[int]) -> Iterator[list[int]]:
+        """`indices` grouped into runs: any sizes together at a fixed input size, equal sizes in native mode."""
         groups: dict[tuple, list[int]] = {}
-        for i, frame in enumerate(frames):
-            key = () if self.input_size is not None else tuple(frame.shape[:2])
+        for i in indices:
+            key = () if self.input_size is not None else tuple(frames[i].shape[:2])
             groups.setdefault(key, []).append(i)
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):

@@ -1,13 +1,18 @@
 """Reading images into ComfyUI's layout and writing results without ever losing a file.
 
 Reading: JPEG, PNG, WebP (anything Pillow reads), 8- and 16-bit, grey, palette, RGBA; EXIF rotation is
-applied so masks line up with the image as viewers show it. Writing: PNG through a temporary file
+applied so masks line up with the image as viewers show it. An image larger than a pixel limit
+(80 megapixels; $PAL_MAX_IMAGE_PIXELS changes it) is refused from its header, before any decoding:
+a PNG of a few hundred kilobytes can decode to gigabytes. Writing: PNG through a temporary file
 renamed into place, and an existing file is only replaced when the caller says so.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,23 +29,69 @@ OVERLAY_COLOR = (1.0, 0.0, 1.0)
 OVERLAY_ALPHA = 0.3
 
 
+MAX_PIXELS_ENV = "PAL_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 80_000_000  # 8944 x 8944; a 4x upscale of a 2048 x 2048 image is 67 M
+
+
 class ImageReadError(ValueError):
-    """An image file that is missing, unreadable or of an unsupported kind."""
+    """An image file that is missing, unreadable, too large, or of an unsupported kind."""
+
+
+def max_image_pixels() -> int:
+    """The largest image (width x height, all frames together) that is decoded: $PAL_MAX_IMAGE_PIXELS or 80 M."""
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    try:
+        limit = int(float(value))
+    except (ValueError, OverflowError):
+        raise ImageReadError(f"${MAX_PIXELS_ENV} must be a number of pixels, not {value!r}") from None
+    if limit < 1:
+        raise ImageReadError(f"${MAX_PIXELS_ENV} must be at least 1, not {value!r}")
+    return limit
+
+
+@contextmanager
+def open_image(path: str | os.PathLike, frames: int = 1) -> Iterator[Image.Image]:
+    """Pillow's image, opened lazily, once its header shows it is within the pixel limit.
+
+    Every error of opening or decoding inside the block becomes an ImageReadError naming the file.
+    `frames`: how many frames the caller will decode (they count towards the limit together).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    limit = max_image_pixels()
+    try:
+        with warnings.catch_warnings():  # our own limit decides, below; Pillow's warning would only be noise
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                count = frames if frames > 0 else (1 if img.format == "MPO" else getattr(img, "n_frames", 1))
+                if width * height * count > limit:
+                    raise ImageReadError(
+                        f"{path}: {width}x{height} pixels{f' x {count} frames' if count > 1 else ''} is more than "
+                        f"the limit of {limit:,} pixels (a file this size decodes to "
+                        f"{width * height * count * 12 / 2**30:.1f} GiB). Downscale it, or raise the limit with "
+                        f"{MAX_PIXELS_ENV}=N if you have the memory")
+                yield img
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as error:  # beyond Pillow's own hard limit, found when opening
+        raise ImageReadError(f"{path}: more than the limit of {limit:,} pixels, a decompression bomb ({error}). "
+                             "Downscale it first") from None
+    except UnidentifiedImageError as error:
+        raise ImageReadError(f"{path}: not an image Pillow can read (corrupt, or an unsupported format)") from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:  # truncated or damaged files
+        raise ImageReadError(f"{path}: could not be decoded ({error})") from error
+    except MemoryError:
+        raise ImageReadError(f"{path}: not enough memory to decode it; lower {MAX_PIXELS_ENV}") from None
 
 
 def read_image(path: str | os.PathLike, with_alpha: bool = False):
     """Float tensor [H, W, 3] in 0..1 (and, with `with_alpha`, the alpha [H, W] or None)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            rgb, alpha = _to_float_rgb(img)
-    except UnidentifiedImageError as error:
-        raise ImageReadError(f"{path}: not an image Pillow can read (corrupt, or an unsupported format)") from error
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or damaged files
-        raise ImageReadError(f"{path}: could not be decoded ({error})") from error
+    with open_image(path) as img:
+        rgb, alpha = _to_float_rgb(ImageOps.exif_transpose(img))
     image = torch.from_numpy(rgb)
     if with_alpha:
         return image, (torch.from_numpy(alpha) if alpha is not None else None)
@@ -106,21 +157,13 @@ def read_frames(path: str | os.PathLike) -> list[tuple[torch.Tensor, torch.Tenso
     A still image gives one frame. EXIF rotation is applied to each frame. An MPO file (a JPEG with
     extra pictures such as a preview or a stereo pair) gives only its main picture.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
     frames = []
-    try:
-        with Image.open(path) as img:
-            count = 1 if img.format == "MPO" else getattr(img, "n_frames", 1)
-            for index in range(count):
-                img.seek(index)
-                rgb, alpha = _to_float_rgb(ImageOps.exif_transpose(img))
-                frames.append((torch.from_numpy(rgb), torch.from_numpy(alpha) if alpha is not None else None))
-    except UnidentifiedImageError as error:
-        raise ImageReadError(f"{path}: not an image Pillow can read (corrupt, or an unsupported format)") from error
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ImageReadError(f"{path}: could not be decoded ({error})") from error
+    with open_image(path, frames=0) as img:
+        count = 1 if img.format == "MPO" else getattr(img, "n_frames", 1)
+        for index in range(count):
+            img.seek(index)
+            rgb, alpha = _to_float_rgb(ImageOps.exif_transpose(img))
+            frames.append((torch.from_numpy(rgb), torch.from_numpy(alpha) if alpha is not None else None))
     return frames
 
 

@@ -3,7 +3,10 @@
 Formats are recognised from the file's content, never its name:
 - our `.safetensors` (weights + architecture + preprocessing metadata),
 - an mmsegmentation 1.x checkpoint (`{'meta', 'state_dict'}`, the official PAL4VST `.pth`),
-- a TorchScript archive (the official `end2end.pt`: normalised [1,3,512,512] in, class map out).
+- a TorchScript archive (the official `end2end.pt`). TorchScript is a program: loading it with
+  torch.jit runs code from the file. By default only its weights are read, as data (`torchscript.py`),
+  and built into our own network when they are an mmseg Swin + UPerHead; anything else is refused.
+  `trust_code=True` lets a file that cannot be read that way run as the program it is.
 A name (no path) is a catalogue model (`pal_core.catalogue`: the official PAL4VST checkpoints, once
 installed by `pal download`, and the shipped pal-lite) or a model shipped in `weights/`. No source
 means the best installed model: pal4vst-unified when installed, else the shipped pal-lite (saying so
@@ -29,6 +32,7 @@ from .devices import is_auto, resolve_device, resolve_dtype
 from .models.fusion import fuse_conv_bn
 from .models.swin_upernet import CheckpointMismatch, from_mmseg_checkpoint, is_mmseg_swin_upernet
 from .preprocess import Preprocess
+from .torchscript import TorchScriptReadError, read_torchscript_weights
 
 DEFAULT_MODEL = "pal_lite"
 WEIGHTS_ENV = "PAL_WEIGHTS_DIR"
@@ -186,14 +190,51 @@ def _read_mmseg(path: Path) -> DetectorCheckpoint:
         raise CheckpointError(
             f"{path}: a torch checkpoint, but not an mmsegmentation Swin + UPerHead model (expected keys "
             "'backbone.patch_embed.projection.weight' and 'decode_head.conv_seg.weight')")
-    try:
-        model = from_mmseg_checkpoint(state_dict, meta if isinstance(meta, dict) else None)
-    except CheckpointMismatch as error:
-        raise CheckpointError(f"{path}: keys or shapes do not fit an mmseg Swin + UPerHead model: {error}") from error
+    model = _mmseg_model(path, state_dict, meta if isinstance(meta, dict) else None)
     return DetectorCheckpoint(model, path.stem, Preprocess(), source=f"mmseg checkpoint {path.name}")
 
 
-def _read_torchscript(path: Path, device: torch.device) -> nn.Module:
+def _mmseg_model(path: Path, state_dict: dict, meta: dict | None) -> nn.Module:
+    try:
+        return from_mmseg_checkpoint(state_dict, meta)
+    except CheckpointMismatch as error:
+        raise CheckpointError(f"{path}: keys or shapes do not fit an mmseg Swin + UPerHead model: {error}") from error
+
+
+_MMSEG_PARTS = ("backbone.", "decode_head.", "auxiliary_head.")
+
+
+def _read_torchscript_weights(path: Path) -> DetectorCheckpoint:
+    """The network inside a TorchScript export of an mmseg model, from its weights alone (nothing runs)."""
+    try:
+        tensors = read_torchscript_weights(path)
+    except TorchScriptReadError as error:
+        raise CheckpointError(f"{path}: its weights could not be read ({error})") from error
+    anchor = "backbone.patch_embed.projection.weight"
+    prefixes = sorted(k[: -len(anchor)] for k in tensors if k.endswith(anchor))
+    if not prefixes:
+        raise CheckpointError(f"{path}: its weights are not named like an mmsegmentation Swin + UPerHead "
+                              f"model (no '{anchor}')")
+    prefix = prefixes[0]  # the shortest: the model itself, not a copy nested inside it
+    state_dict = {key[len(prefix):]: value.float() for key, value in tensors.items()
+                  if key.startswith(prefix) and key[len(prefix):].startswith(_MMSEG_PARTS)}
+    if not is_mmseg_swin_upernet(state_dict):
+        raise CheckpointError(f"{path}: its weights are not an mmsegmentation Swin + UPerHead model")
+    model = _mmseg_model(path, state_dict, None)
+    return DetectorCheckpoint(model, path.stem, Preprocess(), source=f"weights of TorchScript {path.name}")
+
+
+def _refuse_program(path: Path, reason: CheckpointError) -> CheckpointError:
+    return CheckpointError(
+        f"{reason}. {path.name} is a TorchScript file, which is a program: loading it runs code from the "
+        "file, and that code can read and write your files, so it was not loaded. Use the mmsegmentation "
+        ".pth checkpoint of the same model (or a .safetensors made from it by `pal convert`); or, only if "
+        "you trust whoever made this file, pass --allow-torchscript (trust_code=True in Python, "
+        "allow_torchscript in the Load Artifact Detector node) to run it")
+
+
+def _read_torchscript_program(path: Path, device: torch.device) -> nn.Module:
+    """Runs the file's code: only ever called when the user said it may (trust_code)."""
     try:
         with warnings.catch_warnings():  # torch deprecates TorchScript, but the official release is one
             warnings.simplefilter("ignore", FutureWarning)
@@ -226,6 +267,7 @@ def load_detector(
     batch_size: int = 8,
     download: bool = False,
     compile: bool = False,
+    trust_code: bool = False,
 ) -> Detector:
     """Loads a detector from a file path, a model's name, or (None) the best installed model.
 
@@ -238,15 +280,17 @@ def load_detector(
     `input_size` is the square size the network runs at: "model" (default) takes the size saved in
     the model file (PAL4VST: 512), None runs it at each image's own size, as mmsegmentation does for
     whole-image inference. `compile=True` wraps the network in torch.compile (the first call traces
-    and compiles it: slow once, see the README's benchmark).
+    and compiles it: slow once, see the README's benchmark). `trust_code=True` allows a TorchScript
+    file whose weights cannot be read as data to run as the program it is (its code can do anything
+    a Python script can); without it such a file is refused.
     """
     path = resolve_source(source, download=download)
     torch_device = resolve_device(device)
     requested = "auto" if is_auto(dtype) else resolve_dtype(dtype, torch_device)
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(torch_device), requested)
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(torch_device), requested, trust_code)
     if key not in _cache:
-        _cache[key] = _load_uncached(path, torch_device)
+        _cache[key] = _load_uncached(path, torch_device, trust_code)
         while len(_cache) > _CACHE_SIZE:
             _cache.pop(next(iter(_cache)))
     model, info, preprocess, output, fixed = _cache[key]
@@ -259,35 +303,39 @@ def load_detector(
 
 
 def read_checkpoint(source: str | os.PathLike | None) -> DetectorCheckpoint:
-    """The network and metadata of a weights file (ours or mmseg), on the CPU in float32.
-
-    TorchScript files are refused: they hold a traced graph, not weights that map onto an architecture.
-    """
+    """The network and metadata of a weights file (ours, mmseg, or the weights of an mmseg TorchScript
+    export, read without running it), on the CPU in float32."""
     path = resolve_source(source)
     kind = sniff_format(path)
-    if kind == "torchscript":
-        raise CheckpointError(
-            f"{path}: a TorchScript graph, which holds no weights we can map onto an architecture. Use the "
-            "mmsegmentation .pth checkpoint of the same model instead (it runs on any device and size)")
-    return _read_weights(path, kind)
+    try:
+        return _read_weights(path, kind)
+    except CheckpointError as error:
+        raise (_refuse_program(path, error) if kind == "torchscript" else error) from error
 
 
 def _read_weights(path: Path, kind: str) -> DetectorCheckpoint:
-    return read_detector_file(path) if kind == "safetensors" else _read_mmseg(path)
+    readers = {"safetensors": read_detector_file, "torchscript": _read_torchscript_weights, "torch": _read_mmseg}
+    return readers[kind](path)
 
 
-def _load_uncached(path: Path, device: torch.device) -> tuple:
+def _load_uncached(path: Path, device: torch.device, trust_code: bool) -> tuple:
     """The network (for inference: BatchNorm folded into convolutions), its info and preprocessing.
-    Weights stay on the CPU in float32: the Detector puts them on the device once."""
+    Weights stay on the CPU in float32: the Detector puts them on the device once. A TorchScript file
+    runs as a program only with `trust_code` (see `_refuse_program`)."""
     kind = sniff_format(path)
-    if kind == "torchscript":
-        module = _read_torchscript(path, device)
+    try:
+        checkpoint = _read_weights(path, kind)  # path resolved and format sniffed once, above
+    except CheckpointError as error:
+        if kind != "torchscript":
+            raise
+        if not trust_code:
+            raise _refuse_program(path, error) from error
+        module = _read_torchscript_program(path, device)
         _check_torchscript_runs(module, path, device)
         info = DetectorInfo(path.stem, str(path), "torchscript", "torchscript")
         return module, info, Preprocess(input_size=TORCHSCRIPT_INPUT_SIZE), "labels", TORCHSCRIPT_INPUT_SIZE
-    checkpoint = _read_weights(path, kind)  # path resolved and format sniffed once, above
-    info = DetectorInfo(checkpoint.name, str(path), kind if kind == "safetensors" else "mmseg",
-                        checkpoint.model.architecture)
+    formats = {"safetensors": "safetensors", "torchscript": "torchscript-weights", "torch": "mmseg"}
+    info = DetectorInfo(checkpoint.name, str(path), formats[kind], checkpoint.model.architecture)
     model = checkpoint.model.eval()
     fuse_conv_bn(model)
     return model, info, checkpoint.preprocess, "logits", None

@@ -43,6 +43,15 @@ def par(mask: torch.Tensor) -> torch.Tensor:
     return (mask.flatten(1) > 0).float().mean(dim=1)
 
 
+def par_of_probability(probability: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """PAR [B] from probability maps [B, H, W]; NaN for a map holding NaN: an image with non-finite
+    pixels, which the detector does not run (see Detector.predict), so it never passes for a clean one."""
+    scores = par(binarize(probability, threshold))
+    if probability.is_floating_point():
+        scores = scores.masked_fill(torch.isnan(probability.flatten(1)).any(dim=1), float("nan"))
+    return scores
+
+
 def dilation_radius(height: int, width: int, kernel: int = OFFICIAL_KERNEL, iterations: int = OFFICIAL_ITERATIONS,
                     reference: int = OFFICIAL_SIZE) -> tuple[int, int]:
     """(radius_y, radius_x) in pixels that match the official dilation on this image.

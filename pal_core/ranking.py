@@ -9,20 +9,21 @@ hash per already-scored image, however many images there are.
 
 from __future__ import annotations
 
-import glob
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from itertools import takewhile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import torch
-from PIL.Image import DecompressionBombError
 
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 from .masks import check_threshold
 from .scores import ExistingScores, RecordWriter, ScoreFileError, path_hash, read_existing
+from .selection import NOT_FINITE
 
 GLOB_CHARACTERS = set("*?[")
 
@@ -48,7 +49,7 @@ def check_inputs(inputs: Iterable[str]) -> list[str]:
         if os.path.exists(item):
             continue
         if GLOB_CHARACTERS & set(item):
-            if next(glob.iglob(item, recursive=True), None) is None:
+            if next(iter_glob(item), None) is None:
                 problems.append(f"{item}: no file matches this pattern")
         else:
             problems.append(f"{item}: no such file or folder")
@@ -63,9 +64,57 @@ def iter_image_entries(inputs: Iterable[str]) -> Iterator[ImageEntry]:
         elif os.path.exists(item) or not (GLOB_CHARACTERS & set(item)):
             yield ImageEntry(os.path.abspath(item), Path(item).as_posix())  # a missing file: recorded as an error
         else:
-            for match in glob.iglob(item, recursive=True):
-                if os.path.isfile(match) and Path(match).suffix.lower() in IMAGE_SUFFIXES:
+            for match in iter_glob(item):
+                if Path(match).suffix.lower() in IMAGE_SUFFIXES:
                     yield ImageEntry(os.path.abspath(match), Path(match).as_posix())
+
+
+def iter_glob(pattern: str) -> Iterator[str]:
+    """Files matching a glob pattern (`**`: any depth), in sorted order.
+
+    Unlike glob.glob, links to folders are not followed, so a link loop (a -> ..) cannot make the
+    walk endless; the folder walked is the pattern's part before its first wildcard.
+    """
+    parts = Path(pattern).parts
+    fixed = list(takewhile(lambda part: not GLOB_CHARACTERS & set(part), parts))
+    wild = parts[len(fixed):]
+    base = os.path.join(*fixed) if fixed else "."
+    if not wild or not os.path.isdir(base):
+        return
+    for folder, subfolders, files in os.walk(base):  # followlinks=False
+        subfolders.sort()
+        relative = Path(os.path.relpath(folder, base)).parts if folder != base else ()
+        for name in sorted(files):
+            if _glob_matches(wild, (*relative, name)):
+                yield os.path.join(folder, name) if fixed else os.path.relpath(os.path.join(folder, name))
+
+
+def _glob_matches(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
+    """Path components against pattern components; `**` stands for any number of folders."""
+    def closure(states: set[int]) -> set[int]:
+        todo, seen = list(states), set(states)
+        while todo:
+            state = todo.pop()
+            if state < len(pattern) and pattern[state] == "**" and state + 1 not in seen:
+                seen.add(state + 1)
+                todo.append(state + 1)
+        return seen
+
+    states = closure({0})
+    for part in parts:
+        following = set()
+        for state in states:
+            if state == len(pattern):
+                continue
+            if pattern[state] == "**":
+                if not part.startswith("."):
+                    following.add(state)
+            elif fnmatchcase(part, pattern[state]) and (pattern[state].startswith(".") or not part.startswith(".")):
+                following.add(state + 1)
+        states = closure(following)
+        if not states:
+            return False
+    return len(pattern) in states
 
 
 def _walk_folder(root: str) -> Iterator[ImageEntry]:
@@ -195,7 +244,7 @@ def decode_entry(entry: ImageEntry) -> Decoded:
         return Decoded(entry, read_image(entry.path), None)
     except ImageReadError as error:
         return Decoded(entry, None, str(error))
-    except (MemoryError, DecompressionBombError) as error:  # a huge or hostile file: record it, go on
+    except MemoryError as error:  # a file within the pixel limit that still did not fit: record it, go on
         return Decoded(entry, None, f"{entry.path}: {type(error).__name__}: {error}")
 
 
@@ -249,6 +298,8 @@ def score_batch(detector, batch: list[Decoded], threshold: float) -> list[dict]:
     for item in batch:
         if item.image is None:
             records.append({"image": item.entry.path, "error": item.error, **common})
+        elif par_of[id(item)] != par_of[id(item)]:  # NaN: the image had non-finite pixels
+            records.append({"image": item.entry.path, "error": f"{item.entry.path}: {NOT_FINITE}", **common})
         else:
             height, width = item.image.shape[:2]
             records.append({"image": item.entry.path, "par": round(par_of[id(item)], 8),

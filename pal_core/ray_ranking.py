@@ -50,9 +50,10 @@ class ParScorer:
     """
 
     def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = "auto",
-                 input_size: int | None | str = MODEL_INPUT_SIZE, threshold: float = 0.5, batch_size: int = 8):
+                 input_size: int | None | str = MODEL_INPUT_SIZE, threshold: float = 0.5, batch_size: int = 8,
+                 trust_code: bool = False):
         self.detector = load_detector(model, device=device, dtype=dtype, input_size=input_size,
-                                      batch_size=batch_size)
+                                      batch_size=batch_size, trust_code=trust_code)
         self.threshold = threshold
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -86,7 +87,8 @@ def columns_to_records(batch: dict[str, np.ndarray]) -> list[dict]:
 
 def rank_with_ray(inputs: list[str], records_path: str | os.PathLike, model: str | None = None,
                   settings: RankSettings = RankSettings(), device: str | None = None, dtype: str | None = "auto",
-                  input_size: int | None | str = MODEL_INPUT_SIZE, actors: int = 1, gpus_per_actor: float = 0,
+                  input_size: int | None | str = MODEL_INPUT_SIZE, trust_code: bool = False, actors: int = 1,
+                  gpus_per_actor: float = 0,
                   address: str | None = None, progress: Callable[[int], None] | None = None,
                   on_total: Callable[[int], None] | None = None) -> RankSummary:
     """`rank_images` with the scoring spread over Ray actors; same record file, same resume rules.
@@ -97,7 +99,7 @@ def rank_with_ray(inputs: list[str], records_path: str | os.PathLike, model: str
     ray = require_ray()
     records_path = Path(records_path)
     existing = read_existing(records_path, settings.retry_errors)
-    probe = load_detector(model, device="cpu", input_size=input_size)  # its name, for the resume check
+    probe = load_detector(model, device="cpu", input_size=input_size, trust_code=trust_code)  # its name, for the resume check
     check_resumable(existing, detector_settings(probe, settings.threshold), records_path)
     del probe
     summary = RankSummary()
@@ -112,6 +114,7 @@ def rank_with_ray(inputs: list[str], records_path: str | os.PathLike, model: str
         ParScorer, batch_size=settings.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus_per_actor,
         fn_constructor_kwargs={"model": model, "device": device, "dtype": dtype, "input_size": input_size,
+                               "trust_code": trust_code,
                                "threshold": settings.threshold, "batch_size": settings.batch_size})
     with RecordWriter(records_path) as writer:
         summary.repaired_bytes = writer.repaired_bytes

@@ -20,6 +20,7 @@ import io
 import json
 import os
 from array import array
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -144,6 +145,58 @@ def _lock_exclusively(file, path: Path) -> None:
                              "or give this run another --out (or another --shard and --out)") from None
 
 
+def foreign_lines(path: str | os.PathLike, most: int = 3) -> tuple[int, list[str]]:
+    """Lines of a file that are not score records (a torn last line is not counted: it is repaired).
+
+    Returns how many there are and a description of the first `most`. A run refuses such a file
+    rather than sort it: sorting keeps records only, so every other line would be lost.
+    """
+    count, shown = 0, []
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.endswith(b"\n"):
+                break
+            if _parse_line(line) is None and line.strip():
+                count += 1
+                if len(shown) < most:
+                    text = line.decode("utf-8", "replace").strip()
+                    shown.append(f"line {number}: {text[:80]}{'...' if len(text) > 80 else ''}")
+    return count, shown
+
+
+def check_record_file(path: str | os.PathLike) -> str | None:
+    """Why an existing file cannot be used as a pal rank record (it holds other lines), or None."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    if not path.is_file():
+        return f"{path} is not a file"
+    try:
+        count, shown = foreign_lines(path)
+    except OSError as error:
+        return f"{path} cannot be read ({error})"
+    if count:
+        return (f"{path} holds {count} lines that are not pal rank score records ({'; '.join(shown)}). It was "
+                "left as it is: sorting it would drop those lines. Give another --out, or remove the lines")
+    return None
+
+
+@contextmanager
+def record_lock(records_path: str | os.PathLike) -> Iterator[None]:
+    """Held by a whole `pal rank` run, from the first read to the final sorted file: a second run on the
+    same record is refused instead of appending to a file the first is about to replace.
+
+    The lock is on `.<record name>.lock` beside the record (the record itself is replaced by its
+    sorted version, a new file, so a lock on it would not hold across the replacement).
+    """
+    records_path = Path(records_path)
+    records_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = records_path.with_name(f".{records_path.name}.lock")
+    with open(lock_path, "ab") as handle:
+        _lock_exclusively(handle, records_path)
+        yield
+
+
 def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """(byte offset, record) for each complete, valid line; damaged lines are skipped."""
     offset = 0
@@ -158,11 +211,15 @@ def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
 
 
 def _parse_line(line: bytes) -> dict | None:
+    """A score record (image, and a PAR or an error), or None for any other line."""
     try:
         record = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     if not isinstance(record, dict) or not isinstance(record.get("image"), str):
+        return None
+    par = record.get("par")
+    if not (isinstance(record.get("error"), str) or (isinstance(par, (int, float)) and not isinstance(par, bool))):
         return None
     return record
 
@@ -221,7 +278,10 @@ class Ranking:
             for i in range(count):
                 f = handles[self.file_index[i]]
                 f.seek(int(self.offsets[i]))
-                record = json.loads(f.readline())
+                record = _parse_line(f.readline())
+                if record is None:
+                    raise ScoreFileError(f"{self.files[self.file_index[i]]} changed while it was being sorted "
+                                         "(another program wrote to it); run the same command again")
                 record.pop("rank", None)  # a sorted file read again: its old rank is stale
                 yield {"rank": i + 1 if i < self.scored else None, **record}
         finally:

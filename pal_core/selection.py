@@ -26,18 +26,26 @@ from .scores import Ranking
 COPY_NAME_DIGITS = 6  # rank prefix width: copies sort by rank in any file browser
 
 
+NOT_FINITE = ("non-finite pixels (NaN or inf), so it could not be scored; an fp16 VAE decode can give them: "
+              "decode in fp32")
+
+
 def rank_by_par(par: torch.Tensor, top_k: int = 0, max_par: float = 1.0) -> list[int]:
     """Indices of a batch's images to keep, best (lowest PAR) first.
 
     Keeps images with PAR <= `max_par`, at most `top_k` of them (0 keeps all). Equal scores keep their
-    batch order, so the choice is deterministic.
+    batch order, so the choice is deterministic. An image whose PAR is NaN (non-finite pixels: it could
+    not be scored) is never kept.
     """
     if par.dim() != 1:
         raise ValueError(f"par has shape {tuple(par.shape)}; expected one score per image [B]")
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 keeps all), not {top_k}")
-    order = sorted(range(par.shape[0]), key=lambda i: (float(par[i]), i))
-    kept = [i for i in order if float(par[i]) <= max_par]
+    if max_par != max_par:
+        raise ValueError("max_par must be a number in [0, 1], not NaN")
+    scores = [float(p) for p in par]
+    order = sorted((i for i, p in enumerate(scores) if p == p), key=lambda i: (scores[i], i))
+    kept = [i for i in order if scores[i] <= max_par]
     return kept[:top_k] if top_k else kept
 
 

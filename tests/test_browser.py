@@ -113,6 +113,10 @@ RUN = """(async () => {
   const app = window.comfyAPI.app.app;
   const before = new Set(Object.keys(await (await fetch("/api/history")).json()));
   if (%(clear)s) for (const n of app.graph._nodes) { const w = n.widgets?.find(w => w.name === "results"); if (w) w.value = ""; }
+  for (const n of app.graph._nodes.filter(n => n.type === "SaveImage")) {  // files apart from other tests' in this server
+    const prefix = n.widgets.find(w => w.name === "filename_prefix");
+    if (!prefix.value.startsWith("browser-test/")) prefix.value = "browser-test/" + prefix.value;
+  }
   await app.queuePrompt(0, 1);
   const deadline = Date.now() + %(timeout_ms)d;
   let entry = null;

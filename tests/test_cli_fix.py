@@ -62,9 +62,9 @@ def test_fix_refuses_to_overwrite(tmp_path, tiny_detector_file, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "a.png").write_bytes(b"keep me")
-    assert main(fix_args(tiny_detector_file, out, a)) == 1
+    assert main(fix_args(tiny_detector_file, out, a)) == 2  # checked before any work
     assert (out / "a.png").read_bytes() == b"keep me" and not (out / "a.json").exists()
-    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert "already exists and was not made from" in capsys.readouterr().err
     assert main(fix_args(tiny_detector_file, out, a, extra=["--overwrite"])) == 0
     assert (out / "a.png").read_bytes() != b"keep me" and (out / "a.json").is_file()
 

@@ -53,13 +53,15 @@ def test_formats_are_recognised_by_content_not_name(tmp_path, tiny_detector_file
     expected = {"model.bin": "safetensors", "weights.safetensors": "mmseg", "end2end.pth": "torchscript"}
     for name, source in disguised.items():
         shutil.copy(source, tmp_path / name)
-        detector = load_detector(tmp_path / name, device="cpu")
+        detector = load_detector(tmp_path / name, device="cpu", trust_code=True)
         assert detector.info.format == expected[name]
         assert detector.predict(torch.rand(1, 24, 24, 3)).shape == (1, 24, 24)
 
 
 def test_torchscript_gives_its_argmax_map(torchscript_file, tiny_detector_file):
-    scripted = load_detector(torchscript_file, device="cpu")
+    with pytest.raises(CheckpointError, match="is a program"):  # our own names, not mmseg's: only runnable
+        load_detector(torchscript_file, device="cpu")
+    scripted = load_detector(torchscript_file, device="cpu", trust_code=True)
     assert scripted.info.format == "torchscript" and scripted.output == "labels"
     images = torch.rand(2, 300, 200, 3)
     labels = scripted.predict(images)
@@ -71,9 +73,9 @@ def test_torchscript_gives_its_argmax_map(torchscript_file, tiny_detector_file):
     agreement = (scripted.mask(images) == from_weights.mask(images)).float().mean()
     assert agreement > 0.97
     with pytest.raises(ValueError, match="only runs at 512x512"):
-        load_detector(torchscript_file, device="cpu", input_size=None)
+        load_detector(torchscript_file, device="cpu", input_size=None, trust_code=True)
     with pytest.raises(ValueError, match="precision it was exported with"):
-        load_detector(torchscript_file, device="cpu", dtype="bf16")
+        load_detector(torchscript_file, device="cpu", dtype="bf16", trust_code=True)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
@@ -81,7 +83,7 @@ def test_torchscript_traced_on_cuda_explains_itself_on_cpu(tmp_path):
     path = tmp_path / "end2end.pt"
     torch.jit.script(CudaOnlyGraph()).save(str(path))
     with pytest.raises(CheckpointError, match="traced on a CUDA GPU.*device='cuda'.*mmseg .pth"):
-        load_detector(path, device="cpu")
+        load_detector(path, device="cpu", trust_code=True)
 
 
 @pytest.mark.parametrize("content, message", [

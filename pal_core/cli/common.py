@@ -11,6 +11,7 @@ from ..detector import Detector
 from ..devices import PRECISIONS
 from ..download import DownloadError
 from ..loading import MODEL_INPUT_SIZE, ModelNotFoundError, load_detector
+from ..outputs import check_output_file, same_file
 
 
 def parse_input_size(value: str) -> int | None | str:
@@ -43,13 +44,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", default=MODEL_INPUT_SIZE, type=parse_input_size,
                         help="square size the network runs at: 'model' (default: the size saved in the model file, "
                              "PAL4VST's 512), a number of pixels, or 'native' for each image's own size")
+    parser.add_argument("--allow-torchscript", action="store_true",
+                        help="let a TorchScript --model whose weights cannot be read as data run as the program it "
+                             "is (its code can read and write your files): only for files you trust")
 
 
 def load_detector_from_args(args: argparse.Namespace) -> Detector | None:
     """The detector the arguments ask for, or None after printing why it could not be loaded."""
     try:
         return load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size,
-                             batch_size=getattr(args, "batch_size", 8), download=args.download)
+                             batch_size=getattr(args, "batch_size", 8), download=args.download,
+                             trust_code=args.allow_torchscript)
     except (ModelNotFoundError, CheckpointError, DownloadError, ValueError) as error:
         print(f"pal {args.command}: {error}", file=sys.stderr)
         return None
@@ -68,10 +73,12 @@ def add_run_control_arguments(parser: argparse.ArgumentParser) -> None:
 SHEET_MAX_ROWS = 64  # a contact sheet beyond this many images is too large to look at
 
 
-def sheet_problem(sheet: Path, overwrite: bool) -> str | None:
-    """Why --sheet cannot be written (checked before any work), or None."""
+def sheet_problem(sheet: Path, overwrite: bool, inputs: list[Path] = ()) -> str | None:
+    """Why --sheet cannot be written (checked before any work), or None. It may never be an input."""
     if sheet.suffix.lower() != ".png":
         return f"--sheet must be a .png file, not {sheet}"
+    if any(same_file(sheet, source) for source in inputs if sheet.exists()):
+        return f"--sheet {sheet} is one of the input images; write it elsewhere"
     if sheet.exists() and not overwrite:
         return f"{sheet} already exists (pass --overwrite to replace it)"
-    return None
+    return check_output_file(sheet, "--sheet")

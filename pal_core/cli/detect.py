@@ -7,8 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+from ..atomic import remove_stale_temporaries
 from ..imageio import ImageReadError, list_images, overlay, read_image, write_png
 from ..masks import binarize, check_threshold, par
+from ..outputs import (check_output_folder, describe_os_error, is_fatal_write_error, is_output_of, made_from_text,
+                       outputs_that_are_inputs)
 from ..refine import plan_regions
 from ..sheets import SheetRow, detect_row, draw_sheet
 from ..verdicts import DetectTally, detect_line
@@ -40,7 +43,11 @@ def output_paths(out_dir: Path, image: Path) -> dict[str, Path]:
 
 
 def check_outputs(out_dir: Path, images: list[Path], overwrite: bool) -> list[str]:
-    """Problems that must stop the run before any work: existing outputs, two inputs with one stem."""
+    """Problems that must stop the run before any work: an unusable --out, outputs that are inputs,
+    two inputs with one stem, and (without --overwrite) existing files that this command did not make."""
+    problem = check_output_folder(out_dir)
+    if problem:
+        return [problem]
     problems, owners = [], {}
     for image in images:
         if image.stem in owners:
@@ -48,9 +55,15 @@ def check_outputs(out_dir: Path, images: list[Path], overwrite: bool) -> list[st
                             f"({image.stem}.*.png); run them with different --out folders")
         owners[image.stem] = image
         if not overwrite:
-            problems += [f"{p} already exists (pass --overwrite to replace it)"
-                         for p in output_paths(out_dir, image).values() if p.exists()]
+            problems += [f"{p} already exists and was not made from {image} (pass --overwrite to replace it)"
+                         for p in output_paths(out_dir, image).values() if p.exists() and not is_output_of(p, image)]
+    problems += outputs_that_are_inputs({image: list(output_paths(out_dir, image).values()) for image in images})
     return problems
+
+
+def done_outputs(out_dir: Path, image: Path) -> dict[str, Path]:
+    """The outputs an earlier run already wrote for this image (complete files: they are written atomically)."""
+    return {kind: p for kind, p in output_paths(out_dir, image).items() if p.exists() and is_output_of(p, image)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,11 +77,13 @@ def run(args: argparse.Namespace) -> int:
         print("pal detect: no images found in " + " ".join(args.images), file=sys.stderr)
         return 2
     problems = check_outputs(args.out, images, args.overwrite) if args.out is not None else []
-    if args.sheet is not None and (problem := sheet_problem(args.sheet, args.overwrite)):
+    if args.sheet is not None and (problem := sheet_problem(args.sheet, args.overwrite, images)):
         problems.append(problem)
     if problems:
         print("pal detect: nothing was written:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
+    if args.out is not None:
+        remove_stale_temporaries(args.out)  # left by a run that was killed while writing
     detector = load_detector_from_args(args)
     if detector is None:
         return 2
@@ -76,7 +91,15 @@ def run(args: argparse.Namespace) -> int:
     console = Console("detect", len(images), args.quiet)
     tally = DetectTally(args.threshold, detector.name)
     rows: list[SheetRow] = []
+    write_failures = 0
     for path in images:
+        done = {} if args.out is None or args.overwrite else done_outputs(args.out, path)
+        if len(done) == len(OUTPUT_KINDS):  # resume: an earlier run finished this image
+            print(json.dumps({"image": str(path), "skipped": "its outputs are already there",
+                              "outputs": {kind: str(p) for kind, p in done.items()}}), flush=True)
+            console.line(f"{path.name}: already done in {args.out}, skipped")
+            console.image_done()
+            continue
         try:
             image = read_image(path)
         except ImageReadError as error:
@@ -85,23 +108,18 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({"image": str(path), "error": str(error)}), flush=True)
             console.image_done()
             continue
-        prob = detector.predict([image])[0]
-        mask = binarize(prob, args.threshold)
-        record = {
-            "image": str(path),
-            "par": round(float(par(mask[None])[0]), 6),
-            "width": image.shape[1],
-            "height": image.shape[0],
-            "max_prob": round(prob.max().item(), 6),
-            "model": detector.name,
-            "precision": detector.precision,
-        }
-        if args.out is not None:
-            paths = output_paths(args.out, path)
-            write_png(paths["mask"], mask.float(), overwrite=args.overwrite)
-            write_png(paths["prob"], prob, overwrite=args.overwrite)
-            write_png(paths["overlay"], overlay(image, mask.float()), overwrite=args.overwrite)
-            record["outputs"] = {kind: str(p) for kind, p in paths.items()}
+        try:
+            record, prob, mask = detect_one(detector, path, image, args, done)
+        except OSError as error:
+            console.error(f"could not write the outputs of {path} ({describe_os_error(error)})")
+            if is_fatal_write_error(error):
+                console.error("stopped; every output written so far is complete. Free space or fix the folder, "
+                              "then run the same command again to continue")
+                console.close()
+                return 1
+            write_failures += 1
+            console.image_done()
+            continue
         print(json.dumps(record), flush=True)
         tally.add(record)
         boxes = [r.box for r in plan_regions(mask[None]).regions]  # what `pal fix` would repaint
@@ -114,7 +132,33 @@ def run(args: argparse.Namespace) -> int:
         console.line(f"pal detect: {line}")
     if tally.failed:
         console.error(f"{tally.failed} of {tally.images} images could not be read")
+    if write_failures:
+        console.error(f"the outputs of {write_failures} images could not be written")
     if args.sheet is not None and rows:
         write_png(args.sheet, draw_sheet(rows), overwrite=args.overwrite)
         console.line(f"pal detect: contact sheet of {len(rows)} of {len(images)} images in {args.sheet}")
-    return 1 if tally.failed else 0
+    return 1 if tally.failed or write_failures else 0
+
+
+def detect_one(detector, path: Path, image, args: argparse.Namespace, done: dict[str, Path]):
+    """Detects one image and writes the outputs it does not have yet: (JSON record, probability, mask)."""
+    prob = detector.predict([image])[0]
+    mask = binarize(prob, args.threshold)
+    record = {
+        "image": str(path),
+        "par": round(float(par(mask[None])[0]), 6),
+        "width": image.shape[1],
+        "height": image.shape[0],
+        "max_prob": round(prob.max().item(), 6),
+        "model": detector.name,
+        "precision": detector.precision,
+    }
+    if args.out is not None:
+        paths = output_paths(args.out, path)
+        pictures = {"mask": lambda: mask.float(), "prob": lambda: prob,
+                    "overlay": lambda: overlay(image, mask.float())}
+        for kind, picture in pictures.items():
+            if kind not in done:
+                write_png(paths[kind], picture(), overwrite=args.overwrite, text=made_from_text(path))
+        record["outputs"] = {kind: str(p) for kind, p in paths.items()}
+    return record, prob, mask

@@ -17,11 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from .. import atomic
+from ..atomic import remove_stale_temporaries
 from ..crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
 from ..download import DownloadError
 from ..imageio import ImageReadError, list_images, read_image, to_uint8, write_png
 from ..inpainters import DEFAULT, FALLBACK, SPECS, available_weight_free, default_weight_free, make_inpainter
 from ..loading import load_detector
+from ..outputs import (check_output_folder, describe_os_error, is_fatal_write_error, is_output_of, made_from_text,
+                       outputs_that_are_inputs)
 from ..refine import RefineOptions, refine
 from ..sheets import SheetRow, draw_sheet, fix_row
 from ..verdicts import FixTally, fix_line
@@ -81,12 +84,16 @@ def run(args: argparse.Namespace) -> int:
     targets = _output_names(paths, args.out)
     if isinstance(targets, str):
         return _fail(targets)
-    if args.sheet is not None and (problem := sheet_problem(args.sheet, args.overwrite)):
-        return _fail(problem)
+    problems = _output_problems(targets, args.out, args.overwrite)
+    if args.sheet is not None and (problem := sheet_problem(args.sheet, args.overwrite, paths)):
+        problems.append(problem)
+    if problems:
+        return _fail("nothing was written:\n  " + "\n  ".join(problems))
+    remove_stale_temporaries(args.out)  # left by a run that was killed while writing
     try:
         options = _options(args)
         detector = load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size,
-                                 download=args.download)
+                                 download=args.download, trust_code=args.allow_torchscript)
         # --precision auto is measured for the detector only; the inpainter then keeps its own default (fp32).
         inpainter_dtype = None if args.dtype == "auto" else args.dtype
         inpainter = make_inpainter(args.inpainter, device=args.device, dtype=inpainter_dtype,
@@ -101,11 +108,24 @@ def run(args: argparse.Namespace) -> int:
     tally = FixTally(options.threshold, inpainter.name, tuple(s for s in available_weight_free() if s != inpainter.name),
                      detector.name)
     rows: list[SheetRow] = []
+    skipped = 0
     for path in paths:
+        if not args.overwrite and _finished(path, targets[path]):  # resume: an earlier run fixed it
+            skipped += 1
+            console.image_done()
+            continue
         try:
             report, row = _fix_one(path, targets[path], detector, inpainter, options, args, console,
                                    want_row=args.sheet is not None and len(rows) < SHEET_MAX_ROWS)
-        except (ImageReadError, FileExistsError, ValueError, OSError, RuntimeError) as error:  # one bad file, not the run
+        except OSError as error:
+            tally.add_failure()
+            console.error(f"{path}: {describe_os_error(error)}")
+            if is_fatal_write_error(error):
+                console.error("stopped; every output written so far is complete. Free space or fix the folder, "
+                              "then run the same command again to continue")
+                console.close()
+                return 1
+        except (ImageReadError, FileExistsError, ValueError, RuntimeError) as error:  # one bad file, not the run
             tally.add_failure()
             console.error(f"{path}: {error}" if str(path) not in str(error) else str(error))
         else:
@@ -114,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
             rows += [row] if row is not None else []
         console.image_done()
     console.close()
+    if skipped:
+        console.line(f"pal fix: {skipped} images were already fixed in {args.out} and were skipped")
     for line in tally.summary(str(args.out)):
         console.line(f"pal fix: {line}")
     if tally.failed:
@@ -125,20 +147,49 @@ def run(args: argparse.Namespace) -> int:
     return 1 if tally.failed else 0
 
 
+def _output_problems(targets: dict[Path, Path], out: Path, overwrite: bool) -> list[str]:
+    """What must stop the run before any work: an unusable --out, outputs that are inputs, and (without
+    --overwrite) existing files of our output names that no earlier run made from the same input."""
+    problem = check_output_folder(out)
+    if problem:
+        return [problem]
+    problems = outputs_that_are_inputs({path: [t, t.with_suffix(".json")] for path, t in targets.items()})
+    if not overwrite:
+        for path, target in targets.items():
+            problems += [f"{output} already exists and was not made from {path} (pass --overwrite to replace it)"
+                         for output in (target, target.with_suffix(".json"))
+                         if output.exists() and not _made_by_us(output, path)]
+    return problems
+
+
+def _made_by_us(output: Path, source: Path) -> bool:
+    if output.suffix == ".png":
+        return is_output_of(output, source)
+    try:
+        report = json.loads(output.read_text(encoding="utf-8"))
+        return (Path(report["input"]).resolve() == source.resolve()
+                and Path(report["output"]) == output.with_suffix(".png"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _finished(path: Path, target: Path) -> bool:
+    """Both outputs are there and ours: the report is written last, so the image is done."""
+    report = target.with_suffix(".json")
+    return target.exists() and report.exists() and _made_by_us(target, path) and _made_by_us(report, path)
+
+
 def _fix_one(path: Path, target: Path, detector, inpainter, options: RefineOptions, args: argparse.Namespace,
              console: Console, want_row: bool) -> tuple[dict, SheetRow | None]:
     report_path = target.with_suffix(".json")
-    for output in (target, report_path):
-        if output.exists() and not args.overwrite:
-            raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
     image, alpha = read_image(path, with_alpha=True)
     result = refine(image.unsqueeze(0), detector, inpainter, options, prompts=args.prompt, seed=args.seed,
                     progress=console.step_progress)
     fixed = result.images[0]
-    if alpha is not None:  # keep the input's transparency
-        write_png(target, np.dstack([to_uint8(fixed), to_uint8(alpha)]), overwrite=args.overwrite)
-    else:
-        write_png(target, fixed, overwrite=args.overwrite)
+    # an output of an earlier, unfinished run for this input may be replaced; anything else only with --overwrite
+    overwrite = args.overwrite or (target.exists() and _made_by_us(target, path))
+    picture = np.dstack([to_uint8(fixed), to_uint8(alpha)]) if alpha is not None else fixed  # keep transparency
+    write_png(target, picture, overwrite=overwrite, text=made_from_text(path))
     report = {
         "input": str(path), "output": str(target), "size": list(image.shape[:2]),
         "model": getattr(detector, "name", None),
@@ -146,7 +197,7 @@ def _fix_one(path: Path, target: Path, detector, inpainter, options: RefineOptio
         "prompt": args.prompt, "seed": args.seed, "threshold": options.threshold,
         **result.report()[0],
     }
-    write_json(report_path, report, overwrite=args.overwrite)
+    write_json(report_path, report, overwrite=args.overwrite or report_path.exists() and _made_by_us(report_path, path))
     row = None
     if want_row:
         row = fix_row(fix_line(path.name, report).split(";")[0], image, result.mask_before[0], fixed,

@@ -11,7 +11,9 @@ from tqdm import tqdm
 
 from ..ranking import RankSettings, check_inputs, parse_shard, rank_images
 from ..imageio import write_png
-from ..scores import ScoreFileError, export_format, export_ranking, rank_records, records_path_for, require_pyarrow
+from ..outputs import check_output_file, check_output_folder, describe_os_error
+from ..scores import (ScoreFileError, check_record_file, export_format, export_ranking, rank_records, record_lock,
+                      records_path_for, require_pyarrow)
 from ..selection import SheetLayout, contact_sheet, copy_best, select_best
 from .common import add_model_arguments, load_detector_from_args
 
@@ -40,7 +42,8 @@ def register(subparsers) -> None:
                         help="copy the selection into DIR as <rank>_<name>; existing files are never replaced")
     parser.add_argument("--sheet", type=Path, help="PNG contact sheet of the selection (artifacts tinted)")
     parser.add_argument("--sheet-limit", type=int, default=64, help="most images on the sheet (default 64)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --sheet file")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --sheet file, or a .csv/.parquet --out that no pal rank run made")
     parser.add_argument("--shard", default="0/1", metavar="I/N",
                         help="score only shard I of N (0-based; a stable hash of each path). Give each shard "
                              "its own --out, then combine them with --merge")
@@ -103,23 +106,69 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
                             "output, its record is the <out>.records.jsonl beside it)")
         elif not record_file.is_file():
             problems.append(f"{record_file}: no such record file")
+        else:
+            problems.append(check_record_file(record_file))
+    if not problems:  # the output places, once the names are known to be right
+        problems += check_output_places(args)
+    return [p for p in problems if p]
+
+
+def check_output_places(args: argparse.Namespace) -> list[str | None]:
+    """Every file this run would write or replace: usable, and nothing replaced that pal rank did not make."""
+    records = records_path_for(args.out)
+    problems = [check_output_file(args.out, "--out")]
+    if args.paths:
+        problems.append(check_record_file(records))
+        if records != args.out and args.out.exists() and not records.exists() and not args.overwrite:
+            problems.append(f"{args.out} already exists and no pal rank run made it (there is no {records.name} "
+                            "beside it); pass --overwrite to replace it, or give another --out")
+    elif args.out.exists() and not args.overwrite and not any(
+            args.out.resolve() == source.resolve() for source in args.merge):
+        problems.append(f"{args.out} already exists and is not one of the --merge files; pass --overwrite to "
+                        "replace it, or give another --out")
+    if args.copy_best is not None:
+        problems.append(check_output_folder(args.copy_best, "--copy-best"))
+    if args.sheet is not None:
+        problems.append(check_output_file(args.sheet, "--sheet"))
+        if any(_inside(args.sheet, Path(item)) for item in args.paths):
+            problems.append(f"--sheet {args.sheet} is one of the images being ranked (or inside a folder being "
+                            "ranked); write it elsewhere")
     return problems
+
+
+def _inside(path: Path, item: Path) -> bool:
+    """Whether `path` is the input `item` or inside the input folder `item`."""
+    try:
+        resolved, root = path.resolve(), item.resolve()
+    except (OSError, ValueError):
+        return False
+    return resolved == root or (root.is_dir() and root in resolved.parents)
 
 
 def run(args: argparse.Namespace) -> int:
     problems = check_arguments(args)
     if problems:
         return fail("nothing was done:\n  " + "\n  ".join(problems))
+    records_path = records_path_for(args.out)
+    try:
+        with record_lock(records_path):  # held until the sorted file is in place and the selection made
+            return rank_and_export(args, records_path)
+    except ScoreFileError as error:
+        return fail(str(error))
+    except OSError as error:
+        print(f"pal rank: could not write the results ({describe_os_error(error)}); the scores so far are in "
+              f"{records_path}: free space or fix the folder, then run the same command again", file=sys.stderr)
+        return 1
+
+
+def rank_and_export(args: argparse.Namespace, records_path: Path) -> int:
     detector = None
     if args.paths:
-        records_path = records_path_for(args.out)
         detector = load_detector_from_args(args)
         if detector is None:
             return 2
         try:
             summary = score(args, detector, records_path)
-        except ScoreFileError as error:
-            return fail(str(error))
         except KeyboardInterrupt:
             print(f"pal rank: interrupted; every finished batch is in {records_path}. "
                   "Run the same command again to continue", file=sys.stderr)
@@ -148,7 +197,7 @@ def score(args: argparse.Namespace, detector, records_path: Path):
             return rank_images(detector, args.paths, records_path, settings, progress=bar.update, on_total=set_total)
         from ..ray_ranking import rank_with_ray
         return rank_with_ray(args.paths, records_path, args.model, settings, device=args.device, dtype=args.dtype,
-                             input_size=args.input_size, actors=args.ray_actors, gpus_per_actor=args.ray_gpus,
+                             input_size=args.input_size, trust_code=args.allow_torchscript, actors=args.ray_actors, gpus_per_actor=args.ray_gpus,
                              address=None if args.ray == "local" else args.ray, progress=bar.update,
                              on_total=set_total)
 

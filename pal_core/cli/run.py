@@ -8,6 +8,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from ..outputs import check_output_folder
 from ..workflow import NodeExecutionError, WorkflowError, WorkflowValidationError, installed_registry, run_workflow
 from ..workflow.engines import COMFYUI_ENV, ENGINES
 from ..workflow.errors import HostNodeError
@@ -93,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
     if args.workflow is None:
         print("pal run: give a workflow file (or --list-nodes)", file=sys.stderr)
         return 2
+    for option, folder in (("--output-dir", args.output_dir), ("--preview-dir", args.preview_dir)):
+        problem = check_output_folder(folder, option) if folder is not None else None
+        if problem:
+            print(f"pal run: {problem}; nothing was run", file=sys.stderr)
+            return 2
     try:
         result = run_workflow(args.workflow, input_dir=args.input_dir, output_dir=args.output_dir,
                               overrides=args.overrides, preview_dir=args.preview_dir, engine=args.engine,

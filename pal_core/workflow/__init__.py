@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable
 
-from . import engines, formats, overrides as overrides_module, plugins
+from . import document, engines, formats, overrides as overrides_module, plugins
 from .context import RunContext, running
 from .errors import Issue, NodeExecutionError, WorkflowError, WorkflowFormatError, WorkflowValidationError
 from .executor import NodeRecord, RunResult, execute
@@ -32,10 +32,14 @@ __all__ = [
 
 
 def _read(workflow: str | os.PathLike | Mapping) -> tuple[dict, Path | None]:
+    """The document and its folder; a malformed document fails here, whole (document.py), on either engine."""
     if isinstance(workflow, Mapping):
-        return dict(workflow), None
-    path = Path(workflow)
-    return formats.read_workflow_file(path), path.resolve().parent
+        data, base_dir = dict(workflow), None
+    else:
+        path = Path(workflow)
+        data, base_dir = formats.read_workflow_file(path), path.resolve().parent
+    document.check_document(data)
+    return data, base_dir
 
 
 def default_input_dir(base_dir: Path | None) -> Path:
@@ -61,9 +65,9 @@ def prepare_workflow(workflow, context: RunContext, overrides=None,
     registry = registry if registry is not None else build_registry()
     data, _ = _read(workflow)
     with running(context):
-        loaded = formats.load(data, registry)
-        overrides_module.apply(loaded.prompt, overrides, registry)
         try:
+            loaded = formats.load(data, registry)
+            overrides_module.apply(loaded.prompt, overrides, registry)
             validated = validate(loaded.prompt, registry, loaded.hints)
         except WorkflowValidationError as error:
             problems = getattr(registry, "problems", [])
@@ -71,6 +75,12 @@ def prepare_workflow(workflow, context: RunContext, overrides=None,
                 raise WorkflowValidationError(error.issues + [Issue(None, None, None, "pack_import_failed", p)
                                                               for p in problems]) from None
             raise
+        except WorkflowError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError) as error:
+            # the checks above name every malformation we know of; this names the rest instead of a traceback
+            raise WorkflowFormatError(f"the workflow is malformed and could not be read ({type(error).__name__}: "
+                                      f"{error}); nothing was run") from error
     context.prompt = validated.prompt
     context.extra_pnginfo = {"workflow": loaded.ui_workflow} if loaded.ui_workflow is not None else None
     return loaded, validated

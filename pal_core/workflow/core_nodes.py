@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..imageio import IMAGE_SUFFIXES, ImageReadError, read_frames, read_image, write_png
+from ..imageio import IMAGE_SUFFIXES, ImageReadError, open_image, read_frames, read_image, write_png
 from .context import RunContext, current_run
 
 MAX_RESOLUTION = 16384
@@ -206,7 +206,7 @@ class LoadImageSetFromFolderNode:
             raise ValueError(f"no .png/.jpg/.jpeg/.webp images in {directory}")
         images, size = [], None
         for path in files:
-            with Image.open(path) as opened:
+            with open_image(path) as opened:
                 img = opened.point(lambda v: v * (1 / 255)) if opened.mode == "I" else opened
                 img = img.convert("RGB")
             size = size or img.size

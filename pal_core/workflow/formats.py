@@ -56,13 +56,13 @@ def read_png_workflow(path: Path) -> dict:
     try:
         with Image.open(path) as image:
             chunks = dict(getattr(image, "text", {}) or {})
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise WorkflowFormatError(f"{path}: cannot be read as a PNG ({error})") from None
     for key in ("workflow", "prompt"):  # the UI document keeps bypass/mute; the prompt is what last ran
         if key in chunks:
             try:
                 data = json.loads(chunks[key])
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON, a huge number, or nested too deeply
                 continue
             if isinstance(data, dict):
                 return data
@@ -82,6 +82,10 @@ def read_json(path: str | Path) -> dict:
     except json.JSONDecodeError as error:
         raise WorkflowFormatError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: "
                                   f"{error.msg})") from None
+    except ValueError as error:  # an integer literal of thousands of digits
+        raise WorkflowFormatError(f"{path}: holds a number too large to read ({error})") from None
+    except RecursionError:
+        raise WorkflowFormatError(f"{path}: nested too deeply to be a workflow") from None
     if not isinstance(data, dict):
         raise WorkflowFormatError(f"{path}: a workflow is a JSON object, not a {type(data).__name__}")
     return data
@@ -212,13 +216,25 @@ def _compatible(a, b) -> bool:
 
 
 class _Resolver:
-    """Follows a link back through Reroutes and bypassed nodes to the node that really produces it."""
+    """Follows a link back through Reroutes and bypassed nodes to the node that really produces it.
+
+    Step by step in a loop, not by recursion: a chain of thousands of Reroutes is a valid graph.
+    """
 
     def __init__(self, graph: _UIGraph):
         self.graph = graph
 
     def resolve_input(self, node: dict, slot: int, target_type, seen: set) -> tuple:
         """("link", origin_id, origin_slot) | ("primitive", node) | ("none", reason)."""
+        return self._walk(("in", node, slot), target_type, seen)
+
+    def _walk(self, step: tuple, target_type, seen: set) -> tuple:
+        while step[0] in ("in", "out"):
+            direction, node, slot = step
+            step = (self._input_step if direction == "in" else self._output_step)(node, slot, target_type, seen)
+        return step
+
+    def _input_step(self, node: dict, slot: int, target_type, seen: set) -> tuple:
         key = (str(node["id"]), "in", slot)
         if key in seen:
             return ("none", f"links through node {node['id']} loop back on themselves")
@@ -233,9 +249,9 @@ class _Resolver:
         if origin is None:
             return ("none", f"link {inputs[slot]['link']} comes from node {link.origin_id}, "
                             "which is not in the workflow")
-        return self.resolve_output(origin, link.origin_slot, target_type, seen)
+        return ("out", origin, link.origin_slot)
 
-    def resolve_output(self, node: dict, slot: int, target_type, seen: set) -> tuple:
+    def _output_step(self, node: dict, slot: int, target_type, seen: set) -> tuple:
         key = (str(node["id"]), "out", slot)
         if key in seen:
             return ("none", f"links through node {node['id']} loop back on themselves")
@@ -246,12 +262,12 @@ class _Resolver:
             if index < 0:
                 return ("none", f"it comes from bypassed node {node['id']} ({kind}), which has no {target_type} "
                                 "input to pass through")
-            return self.resolve_input(node, index, target_type, seen)
+            return ("in", node, index)
         if kind == "PrimitiveNode":
             return ("primitive", node)
         if kind in FRONTEND_ONLY_TYPES:  # Reroute: its output n is its input n
             if slot < len(self.graph.inputs(node)):
-                return self.resolve_input(node, slot, target_type, seen)
+                return ("in", node, slot)
             return ("none", f"it comes from {kind} node {node['id']}, which passes nothing on")
         return ("link", str(node["id"]), slot)
 

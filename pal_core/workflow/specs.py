@@ -33,6 +33,11 @@ class InputSpec:
         return "COMBO" if self.is_combo else str(self.type)
 
     @property
+    def link_only(self) -> bool:
+        """An input only a link can feed (IMAGE, MODEL, ...): no widget type, not "*" (which takes anything)."""
+        return isinstance(self.type, str) and not self.is_combo and self.type not in WIDGET_TYPES and self.type != "*"
+
+    @property
     def is_widget(self) -> bool:
         """True when the frontend shows this input as a widget (and stores it in widgets_values)."""
         return (self.is_combo or self.type in WIDGET_TYPES) and not self.options.get("forceInput", False)

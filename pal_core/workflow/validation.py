@@ -11,6 +11,7 @@ returns True; the needed nodes have no cycle.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -114,6 +115,10 @@ def _check_node(node_id: str, prompt: dict, specs: dict[str, NodeSpec], hints) -
             elif received is not None:
                 received_types[name] = received
             continue
+        if input_spec.link_only:
+            issues.append(issue(name, "link_required", f"{input_spec.type_name} comes from another node's output; "
+                                                       f"connect one (got the constant {value!r:.60})"))
+            continue
         converted = _convert(value, input_spec)
         if isinstance(converted, Issue):
             issues.append(issue(name, converted.kind, converted.message))
@@ -164,13 +169,18 @@ def _convert(value, input_spec: InputSpec):
     if isinstance(value, dict) and "__value__" in value:  # the frontend's wrapper for list-valued widgets
         value = value["__value__"]
     converter = _CONVERTERS.get(input_spec.type) if isinstance(input_spec.type, str) else None
+    if isinstance(value, str) and "\0" in value:  # a path with one would fail only when the node runs
+        return Issue(None, None, None, "invalid_input_type", f"{value[:60]!r} contains a NUL character")
     if converter is None:
         return value
     try:
-        return converter(value)
+        converted = converter(value)
     except (TypeError, ValueError, OverflowError) as error:
         return Issue(None, None, None, "invalid_input_type",
-                     f"{value!r} cannot be converted to {input_spec.type} ({error})")
+                     f"{value!r:.60} cannot be converted to {input_spec.type} ({error})")
+    if isinstance(converted, float) and not math.isfinite(converted):
+        return Issue(None, None, None, "invalid_input_type", f"{value!r} is not a finite number")
+    return converted
 
 
 def _check_value(value, input_spec: InputSpec):
@@ -217,44 +227,51 @@ def _run_validate_inputs(node_id, spec: NodeSpec, inputs: dict, arguments: list[
             for answer in answers if answer is not True]
 
 
-def _find_cycles(prompt: dict, needed: set[str]) -> list[Issue]:
-    issues, state, path = [], {}, []  # state: 1 on the current path, 2 done
+def _origins(prompt: dict, node_id: str, among) -> list[str]:
+    return [value[0] for value in prompt[node_id]["inputs"].values() if is_link(value) and value[0] in among]
 
-    def visit(node_id: str) -> None:
-        state[node_id] = 1
-        path.append(node_id)
-        for value in prompt[node_id]["inputs"].values():
-            if not (is_link(value) and value[0] in needed):
-                continue
-            origin = value[0]
-            if state.get(origin) == 1:
+
+def _find_cycles(prompt: dict, needed: set[str]) -> list[Issue]:
+    """Depth-first, with an explicit stack (a chain of thousands of nodes must not exhaust Python's)."""
+    issues, state, path = [], {}, []  # state: 1 on the current path, 2 done
+    for start in sorted(needed, key=node_sort_key):
+        if start in state:
+            continue
+        state[start] = 1
+        path.append(start)
+        stack = [iter(_origins(prompt, start, needed))]
+        while stack:
+            origin = next(stack[-1], None)
+            if origin is None:
+                stack.pop()
+                state[path.pop()] = 2
+            elif state.get(origin) == 1:
                 cycle = path[path.index(origin):] + [origin]
                 route = " -> ".join(f"{n} ({prompt[n]['class_type']})" for n in cycle)
                 issues.append(Issue(origin, prompt[origin]["class_type"], None, "dependency_cycle",
                                     f"the workflow loops back on itself: {route}"))
             elif origin not in state:
-                visit(origin)
-        path.pop()
-        state[node_id] = 2
-
-    for node_id in sorted(needed, key=node_sort_key):
-        if node_id not in state:
-            visit(node_id)
+                state[origin] = 1
+                path.append(origin)
+                stack.append(iter(_origins(prompt, origin, needed)))
     return issues
 
 
 def execution_order(prompt: dict, outputs: list[str]) -> list[str]:
-    """Each node after the nodes it reads from; outputs taken in id order, depth first."""
+    """Each node after the nodes it reads from; outputs taken in id order, depth first (explicit stack)."""
     order, seen = [], set()
-
-    def visit(node_id: str) -> None:
-        seen.add(node_id)
-        for value in prompt[node_id]["inputs"].values():
-            if is_link(value) and value[0] in prompt and value[0] not in seen:
-                visit(value[0])
-        order.append(node_id)
-
     for output in outputs:
-        if output not in seen:
-            visit(output)
+        if output in seen:
+            continue
+        seen.add(output)
+        stack = [(output, iter(_origins(prompt, output, prompt)))]
+        while stack:
+            node_id, pending = stack[-1]
+            origin = next((o for o in pending if o not in seen), None)
+            if origin is None:
+                stack.pop()
+                order.append(node_id)
+            else:
+                seen.add(origin)
+                stack.append((origin, iter(_origins(prompt, origin, prompt))))
     return order
