@@ -10,6 +10,10 @@ images directly in the split belong to the task "all".
 Images are brought to the detector's input size first (512x512, bicubic, aspect ignored), exactly as
 `Preprocess` does at inference, and only then scaled and cropped at random: what the network learns
 from is what it sees when it runs.
+
+A target is either a class label (uint8 0/1, IGNORE_INDEX where nothing counts: resized by nearest
+neighbour) or a soft artifact probability (float32 in 0..1, NaN where nothing counts: resized
+linearly), as distillation learns from a teacher's probabilities (`pal_core.distillation`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -84,18 +89,31 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
                              "(1 or 255 = artifact)")
 
 
+def read_sample_label(sample: Sample) -> np.ndarray:
+    return read_label(sample.label)
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     with Image.open(path) as img:
         return np.asarray(img.convert("RGB"))
 
 
+def _is_soft(target: np.ndarray) -> bool:
+    return target.dtype.kind == "f"
+
+
+def resize_target(target: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A label by nearest neighbour (classes do not blend), a soft target linearly; size is (width, height)."""
+    return cv2.resize(target, size, interpolation=cv2.INTER_LINEAR if _is_soft(target) else cv2.INTER_NEAREST)
+
+
 def to_input_size(image: np.ndarray, label: np.ndarray, size: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Image resized as the detector's preprocessing does (PIL bicubic), label by nearest neighbour."""
-    if size is None or image.shape[:2] == (size, size):
+    """Image resized as the detector's preprocessing does (PIL bicubic), its target to the same size."""
+    if size is None or (image.shape[:2] == (size, size) and label.shape == (size, size)):
         return image, label
-    image = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
-    label = cv2.resize(label, (size, size), interpolation=cv2.INTER_NEAREST)
-    return image, label
+    if image.shape[:2] != (size, size):
+        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+    return image, resize_target(label, (size, size))
 
 
 def normalise(image: np.ndarray, preprocess: Preprocess) -> torch.Tensor:
@@ -121,13 +139,13 @@ def random_crop(image: np.ndarray, label: np.ndarray, settings: CropSettings, rn
         h, w = image.shape[:2]
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-        label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+        label = resize_target(label, size)
     c = settings.crop_size
     h, w = label.shape
     if h < c or w < c:
         pad_h, pad_w = max(0, c - h), max(0, c - w)
         image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)))
-        label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=IGNORE_INDEX)
+        label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=np.nan if _is_soft(label) else IGNORE_INDEX)
         h, w = label.shape
     y, x = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
     image, label = image[y:y + c, x:x + c], label[y:y + c, x:x + c]
@@ -141,11 +159,13 @@ class TrainingCrops(torch.utils.data.Dataset):
     permutation fixed by (seed, e). Resuming at step s reads positions from s * batch_size on and so
     sees exactly what an uninterrupted run would have seen."""
 
-    def __init__(self, samples: list[Sample], preprocess: Preprocess, settings: CropSettings, seed: int = 0):
+    def __init__(self, samples: list[Sample], preprocess: Preprocess, settings: CropSettings, seed: int = 0,
+                 read_target: Callable[[Sample], np.ndarray] | None = None):
         self.samples = samples
         self.preprocess = preprocess
         self.settings = settings
         self.seed = seed
+        self.read_target = read_target or read_sample_label
         self._order_cache: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:  # positions are unbounded; a sampler chooses them
@@ -160,9 +180,9 @@ class TrainingCrops(torch.utils.data.Dataset):
     def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self.sample_for(position)
         rng = np.random.default_rng([self.seed, 1, position])
-        image, label = to_input_size(read_rgb(sample.image), read_label(sample.label), self.preprocess.input_size)
+        image, label = to_input_size(read_rgb(sample.image), self.read_target(sample), self.preprocess.input_size)
         image, label = random_crop(image, label, self.settings, rng)
-        return normalise(image, self.preprocess), torch.from_numpy(label.astype(np.int64))
+        return normalise(image, self.preprocess), torch.from_numpy(label.astype(np.float32 if _is_soft(label) else np.int64))
 
 
 class PositionSampler(torch.utils.data.Sampler):

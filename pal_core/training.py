@@ -8,6 +8,10 @@ A run lives in one output folder:
     recipe.json          the recipe the run was started with
 Every file is written to a temporary name and renamed, so a run killed at any moment leaves the
 previous checkpoint intact; `resume=True` continues from it with the same data order.
+
+What a run learns from is a `TrainingTask`: the samples crops are cut from, how a sample's target is
+read, the loss and the validation. A PAL4VST-layout folder gives the labelled-segmentation task
+(`segmentation_task`); `pal_core.distillation` gives one that learns a teacher's probabilities.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +34,8 @@ from . import atomic
 from .checkpoint import DetectorCheckpoint, read_detector_file, save_detector_file
 from .evaluation import PixelCounts
 from .preprocess import Preprocess
-from .segmentation_data import (IGNORE_INDEX, CropSettings, PositionSampler, TrainingCrops, WholeImages,
-                                list_samples)
+from .segmentation_data import (IGNORE_INDEX, CropSettings, PositionSampler, Sample, TrainingCrops, WholeImages,
+                                list_samples, read_sample_label)
 
 ENCODER_PREFIXES = ("encoder.", "backbone.")  # pretrained parts, trained at the base learning rate
 
@@ -52,6 +59,10 @@ class Recipe:
     log_every: int = 10
     workers: int = 1
     seed: int = 0
+    # Keep BatchNorm statistics as they are (the layers still learn their scale and shift): for runs that
+    # start from a trained model with small batches, whose noisy batch statistics would otherwise drift
+    # the running ones away from what the model was trained with.
+    freeze_batchnorm: bool = False
     train_split: str = "train"
     val_split: str = "val"
 
@@ -76,6 +87,29 @@ def finetune_recipe(**overrides) -> Recipe:
 
 class TrainingError(RuntimeError):
     """A run that cannot start or continue as asked."""
+
+
+@dataclass
+class Validation:
+    """One validation pass: the numbers kept in the log and checkpoint, and the score that picks the best."""
+
+    overall: dict
+    score: float  # higher is better
+    line: str  # one line for the progress bar
+    details: dict = field(default_factory=dict)  # more for the log
+
+
+@dataclass
+class TrainingTask:
+    """What a run learns from: crops of `samples` with targets from `read_target` (a label or a soft
+    probability map, see segmentation_data), the loss on them, and a validation (None: the last weights
+    are also the best)."""
+
+    samples: list[Sample]
+    loss: Callable[[torch.Tensor, torch.Tensor, Recipe], torch.Tensor]  # (logits, targets, recipe)
+    validate: Callable[[nn.Module, torch.device], Validation] | None
+    description: str  # what the data is, kept in the checkpoints
+    read_target: Callable[[Sample], np.ndarray] = read_sample_label
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,11 +152,14 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, dice_weight: f
     loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
     if dice_weight > 0:
         valid = (labels != IGNORE_INDEX).float()
-        prob = torch.softmax(logits, dim=1)[:, 1] * valid
-        truth = (labels == 1).float() * valid
-        dice = 1 - (2 * (prob * truth).sum() + 1) / (prob.sum() + truth.sum() + 1)
-        loss = loss + dice_weight * dice
+        loss = loss + dice_weight * soft_dice_loss(torch.softmax(logits, dim=1)[:, 1] * valid,
+                                                   (labels == 1).float() * valid)
     return loss
+
+
+def soft_dice_loss(prob: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """1 - soft Dice over the whole batch; `truth` may itself be soft (a teacher's probabilities)."""
+    return 1 - (2 * (prob * truth).sum() + 1) / (prob.sum() + truth.sum() + 1)
 
 
 @torch.no_grad()
@@ -153,7 +190,29 @@ def validation_score(metrics: dict) -> float:
     return iou - 10.0 * max(0.0, par - 0.01)
 
 
-def _spread(items: list, limit: int | None) -> list:
+def segmentation_task(data: str | os.PathLike, recipe: Recipe, preprocess: Preprocess) -> TrainingTask:
+    """Labelled segmentation from a PAL4VST-layout folder: cross entropy (+ Dice), artifact IoU per task."""
+    train_samples = list_samples(data, recipe.train_split)
+    try:
+        val_samples = spread(list_samples(data, recipe.val_split), recipe.val_limit)
+    except Exception:
+        val_samples = []  # no validation split
+
+    def check(model: nn.Module, device: torch.device) -> Validation:
+        metrics = validate(model, val_samples, preprocess, device)
+        overall = metrics["overall"]
+        return Validation(overall, validation_score(metrics),
+                          f"val artifact IoU {overall['artifact_iou']:.3f}, clean PAR {overall['clean_par']:.4f}",
+                          {"tasks": {k: v["artifact_iou"] for k, v in metrics["tasks"].items()}})
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+        return segmentation_loss(logits, labels, recipe.dice_weight)
+
+    return TrainingTask(train_samples, loss, check if val_samples else None, str(data))
+
+
+def spread(items: list, limit: int | None) -> list:
+    """At most `limit` items, evenly spread over the list (all of them when limit is None)."""
     if limit is None or len(items) <= limit:
         return items
     step = len(items) / limit
@@ -184,11 +243,32 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
 
 
-def train(model: nn.Module, data: str | os.PathLike, out: str | os.PathLike, recipe: Recipe,
+def set_training_mode(model: nn.Module, recipe: Recipe) -> None:
+    model.train()
+    if recipe.freeze_batchnorm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def check_run_folder(out: str | os.PathLike, resume: bool, overwrite: bool) -> None:
+    """Raises TrainingError when `out` cannot be used as asked: nothing to resume, or a run to keep."""
+    out = Path(out)
+    state_path, last_path = out / "trainer_state.pt", out / "last.safetensors"
+    if resume:
+        if not state_path.is_file() or not last_path.is_file():
+            raise TrainingError(f"nothing to resume in {out}: it has no trainer_state.pt and last.safetensors. "
+                                "Start a new run without --resume")
+    elif (state_path.exists() or last_path.exists()) and not overwrite:
+        raise TrainingError(f"{out} already holds a run; pass --resume to continue it, --overwrite to start "
+                            "over there, or choose another --out")
+
+
+def train(model: nn.Module, data: str | os.PathLike | TrainingTask, out: str | os.PathLike, recipe: Recipe,
           name: str, preprocess: Preprocess = Preprocess(), source: str = "", device: str | torch.device = "cpu",
           resume: bool = False, overwrite: bool = False, progress: bool = True,
           stop_after: int | None = None) -> RunResult:
-    """Trains `model` on `data` (PAL4VST layout) into the run folder `out`.
+    """Trains `model` on `data` (a PAL4VST-layout folder, or any TrainingTask) into the run folder `out`.
 
     A fresh run refuses a folder that already holds a run unless `overwrite`; `resume` continues
     the run there (the model passed in is then only the architecture: the weights come from the
@@ -199,23 +279,12 @@ def train(model: nn.Module, data: str | os.PathLike, out: str | os.PathLike, rec
     device = torch.device(device)
     state_path, last_path, best_path = out / "trainer_state.pt", out / "last.safetensors", out / "best.safetensors"
     log_path = out / "log.jsonl"
-    if resume:
-        if not state_path.is_file() or not last_path.is_file():
-            raise TrainingError(f"nothing to resume in {out}: it has no trainer_state.pt and last.safetensors. "
-                                "Start a new run without --resume")
-    elif state_path.exists() or last_path.exists():
-        if not overwrite:
-            raise TrainingError(f"{out} already holds a run; pass --resume to continue it, --overwrite to start "
-                                "over there, or choose another --out")
+    check_run_folder(out, resume, overwrite)
     if not resume:  # a fresh run starts a fresh log (a run killed before its first checkpoint left one)
         for stale in (state_path, last_path, best_path, log_path):
             stale.unlink(missing_ok=True)
 
-    train_samples = list_samples(data, recipe.train_split)
-    try:
-        val_samples = _spread(list_samples(data, recipe.val_split), recipe.val_limit)
-    except Exception:
-        val_samples = []  # no validation split: the last weights are also the "best"
+    task = data if isinstance(data, TrainingTask) else segmentation_task(data, recipe, preprocess)
     if preprocess.input_size is None:
         raise TrainingError("training needs a fixed input size (the preprocessing's input_size is None)")
 
@@ -226,7 +295,8 @@ def train(model: nn.Module, data: str | os.PathLike, out: str | os.PathLike, rec
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         start_step, best_score = int(state["step"]), float(state["best_score"])
         recipe = Recipe.from_dict(json.loads((out / "recipe.json").read_text()))
-    model = model.to(device).train()
+    model = model.to(device)
+    set_training_mode(model, recipe)
     optimizer = torch.optim.AdamW(parameter_groups(model, recipe), lr=recipe.lr, betas=recipe.betas,
                                   weight_decay=recipe.weight_decay)
     if resume:
@@ -235,21 +305,21 @@ def train(model: nn.Module, data: str | os.PathLike, out: str | os.PathLike, rec
     if not resume:
         atomic.write_text(out / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
 
-    crops = TrainingCrops(train_samples, preprocess,
-                          CropSettings(recipe.crop_size, tuple(recipe.scale_range)), seed=recipe.seed)
+    crops = TrainingCrops(task.samples, preprocess, CropSettings(recipe.crop_size, tuple(recipe.scale_range)),
+                          seed=recipe.seed, read_target=task.read_target)
     loader = torch.utils.data.DataLoader(
         crops, batch_size=recipe.batch_size, sampler=PositionSampler(start_step * recipe.batch_size,
                                                                      recipe.steps * recipe.batch_size),
         num_workers=recipe.workers, persistent_workers=False, drop_last=True)
 
-    def extra(step: int, metrics: dict | None = None) -> dict:
-        info = {"recipe": recipe.to_dict(), "step": step, "data": str(data)}
-        if metrics is not None:
-            info["validation"] = metrics["overall"]
+    def extra(step: int, check: Validation | None = None) -> dict:
+        info = {"recipe": recipe.to_dict(), "step": step, "data": task.description}
+        if check is not None:
+            info["validation"] = check.overall
         return info
 
-    def save(step: int, metrics: dict | None = None) -> None:
-        save_detector_file(DetectorCheckpoint(model, name, preprocess, source, extra(step, metrics)), last_path,
+    def save(step: int, check: Validation | None = None) -> None:
+        save_detector_file(DetectorCheckpoint(model, name, preprocess, source, extra(step, check)), last_path,
                            overwrite=True)
         _atomic_torch_save({"step": step, "best_score": best_score, "optimizer": optimizer.state_dict()}, state_path)
 
@@ -263,7 +333,7 @@ def train(model: nn.Module, data: str | os.PathLike, out: str | os.PathLike, rec
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
         logits = model(images.to(device, non_blocking=True))
-        loss = segmentation_loss(logits, labels.to(device, non_blocking=True), recipe.dice_weight)
+        loss = task.loss(logits, labels.to(device, non_blocking=True), recipe)
         if not torch.isfinite(loss):
             raise TrainingError(f"loss became {loss.item()} at step {step}; lower the learning rate (--lr)")
         optimizer.zero_grad(set_to_none=True)
@@ -281,28 +351,26 @@ def train(model: nn.Module, data: str | os.PathLike, out: str | os.PathLike, rec
             running = []
             history.append(record)
             _append_log(log_path, record)
-        metrics = None
-        if val_samples and (step % recipe.val_every == 0 or step == recipe.steps):
-            metrics = validate(model, val_samples, preprocess, device)
-            score = validation_score(metrics)
-            _append_log(log_path, {"step": step, "validation": metrics["overall"], "score": score,
-                                   "tasks": {k: v["artifact_iou"] for k, v in metrics["tasks"].items()}})
+        check = None
+        if task.validate is not None and (step % recipe.val_every == 0 or step == recipe.steps):
+            check = task.validate(model, device)
+            set_training_mode(model, recipe)
+            _append_log(log_path, {"step": step, "validation": check.overall, "score": check.score, **check.details})
             if bar is not None:
-                bar.write(f"step {step}: val artifact IoU {metrics['overall']['artifact_iou']:.3f}, "
-                          f"clean PAR {metrics['overall']['clean_par']:.4f}")
-            if score > best_score:
-                best_score = score
-                save_detector_file(DetectorCheckpoint(model, name, preprocess, source, extra(step, metrics)),
+                bar.write(f"step {step}: {check.line}")
+            if check.score > best_score:
+                best_score = check.score
+                save_detector_file(DetectorCheckpoint(model, name, preprocess, source, extra(step, check)),
                                    best_path, overwrite=True)
         stopping = stop_after is not None and step >= stop_after
-        if step % recipe.save_every == 0 or step == recipe.steps or metrics is not None or stopping:
-            save(step, metrics)
+        if step % recipe.save_every == 0 or step == recipe.steps or check is not None or stopping:
+            save(step, check)
         if stopping:
             break
     if bar is not None:
         bar.close()
     if step == start_step and start_step < recipe.steps:
         raise TrainingError("no training step ran (is the dataset empty?)")
-    if not val_samples and last_path.is_file():
+    if task.validate is None and last_path.is_file():
         save_detector_file(read_detector_file(last_path), best_path, overwrite=True)
     return RunResult(out, step, loss_value, best_score, time.time() - started, history)

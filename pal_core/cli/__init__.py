@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import convert, detect, download, evaluate, finetune, fix, models, prepare_data, rank, run, train
+from . import convert, detect, distill, download, evaluate, finetune, fix, models, prepare_data, rank, run, train
 
-SUBCOMMANDS = [detect, fix, rank, run, models, download, convert, prepare_data, train, finetune, evaluate]
+SUBCOMMANDS = [detect, fix, rank, run, models, download, convert, prepare_data, train, finetune, distill, evaluate]
 
 
 def build_parser() -> argparse.ArgumentParser:
