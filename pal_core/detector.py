@@ -121,7 +121,10 @@ class Detector:
 
     def load(self) -> None:
         """Puts the weights on `device` in `dtype` (done before every run; a no-op when they are there)."""
-        if self.weights_device() != self.device or self._needs_cast():
+        where = self.weights_device()
+        # "cuda" means the current GPU: weights on "cuda:0" are there already
+        moved = where.type != self.device.type or (self.device.index is not None and where.index != self.device.index)
+        if moved or self._needs_cast():
             if self.output == "labels":  # a TorchScript graph keeps the dtype it was traced with
                 self.model.to(self.device)
             else:
