@@ -222,7 +222,8 @@ def main() -> None:
         speed = f"{base['median_s'] / record['median_s']:.2f}x" if base else "-"
         agree = "-"
         if reference is not None and reference is not record:
-            every, decided, diff = agreement(torch.load(reference["prob"], weights_only=True), torch.load(record["prob"], weights_only=True))
+            every, decided, diff = agreement(torch.load(reference["prob"], weights_only=True),
+                                             torch.load(record["prob"], weights_only=True))
             agree = f"{100 * every:.2f}% / {100 * decided:.2f}% ({diff:.3f})"
         print(f"| {record['row']} | {record['precision']} | {record['batch']} | {record['median_s']:.3f} | "
               f"{record['images_per_s']:.2f} | {record['first_s']:.1f} | {record['peak_mib']:.0f} | {speed} | {agree} |")
