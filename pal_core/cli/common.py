@@ -82,3 +82,19 @@ def sheet_problem(sheet: Path, overwrite: bool, inputs: list[Path] = ()) -> str 
     if sheet.exists() and not overwrite:
         return f"{sheet} already exists (pass --overwrite to replace it)"
     return check_output_file(sheet, "--sheet")
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser, recipe) -> None:
+    """The training-recipe options `pal train` and `pal distill` share, defaulting to `recipe`'s values."""
+    parser.add_argument("--steps", type=int, default=recipe.steps)
+    parser.add_argument("--batch-size", type=int, default=recipe.batch_size)
+    parser.add_argument("--crop-size", type=int, default=recipe.crop_size)
+    parser.add_argument("--lr", type=float, default=recipe.lr, help="encoder learning rate (decoder: x --head-lr-mult)")
+    parser.add_argument("--head-lr-mult", type=float, default=recipe.head_lr_mult)
+    parser.add_argument("--warmup-steps", type=int, default=recipe.warmup_steps)
+    parser.add_argument("--dice-weight", type=float, default=recipe.dice_weight)
+    parser.add_argument("--val-every", type=int, default=recipe.val_every)
+    parser.add_argument("--val-limit", type=int, default=recipe.val_limit, help="validate on at most this many images")
+    parser.add_argument("--save-every", type=int, default=recipe.save_every)
+    parser.add_argument("--workers", type=int, default=recipe.workers, help="data-loading processes")
+    parser.add_argument("--seed", type=int, default=recipe.seed)

@@ -19,7 +19,7 @@ from ..models.lite_fpn import LiteFPN, PretrainedWeightsError, load_imagenet_enc
 from ..preprocess import Preprocess
 from ..segmentation_data import DatasetLayoutError
 from ..training import TrainingError
-from .common import add_run_control_arguments, parse_input_size
+from .common import add_recipe_arguments, add_run_control_arguments, parse_input_size
 
 FRESH_STUDENTS = ("imagenet", "random")
 
@@ -61,18 +61,7 @@ def register(subparsers) -> None:
                    help="share of training samples taken from --synthetic")
     p.add_argument("--speed-images", type=int, default=settings.speed_images,
                    help="held-out images both models are timed on at the end")
-    p.add_argument("--steps", type=int, default=recipe.steps)
-    p.add_argument("--batch-size", type=int, default=recipe.batch_size)
-    p.add_argument("--crop-size", type=int, default=recipe.crop_size)
-    p.add_argument("--lr", type=float, default=recipe.lr, help="encoder learning rate (decoder: x --head-lr-mult)")
-    p.add_argument("--head-lr-mult", type=float, default=recipe.head_lr_mult)
-    p.add_argument("--warmup-steps", type=int, default=recipe.warmup_steps)
-    p.add_argument("--dice-weight", type=float, default=recipe.dice_weight)
-    p.add_argument("--val-every", type=int, default=recipe.val_every)
-    p.add_argument("--val-limit", type=int, default=recipe.val_limit, help="validate on at most this many images")
-    p.add_argument("--save-every", type=int, default=recipe.save_every)
-    p.add_argument("--workers", type=int, default=recipe.workers, help="data-loading processes")
-    p.add_argument("--seed", type=int, default=recipe.seed)
+    add_recipe_arguments(p, recipe)
     add_run_control_arguments(p)
     p.set_defaults(func=run)
 

