@@ -9,9 +9,17 @@ detector does, repeated to the batch size. Each measurement runs in its own proc
 is its own), and the rows alternate within each batch size, so background load hits all alike.
 
 A row is IMPL:PRECISION[+compile], e.g. `mmseg:fp32`, `ours:bf16`, `ours:auto+compile`; "auto" is
-what `load_detector` picks on this machine (printed). Mask agreement compares the probability map of
-the first image with the reference row (mmseg fp32, else ours fp32): all pixels, and the pixels where
-the reference is decided (not within 0.1 of the 0.5 threshold; random weights put many pixels near it).
+what `load_detector` picks on this machine (printed). Mask agreement compares the probability maps of
+every example picture (workflows/input/*.jpg, at 512x512; computed in the first batch size's process)
+with the reference row's (mmseg fp32, else ours fp32): all pixels, and the pixels where the reference
+is decided (not within 0.1 of the 0.5 threshold; random weights put many pixels near it).
+
+Rows below fp32 also show what the Detector's precision guard (`pal_core.detector.PrecisionGuard`,
+threshold 0.5) does with them: the largest share of undecided pixels over the pictures, how many
+pictures it sends back to fp32, the mask agreement after that (a picture sent back gets ours fp32's
+map, which the guard's float32 copy computes), and the time per batch with the guard: the row's own
+time, plus ours fp32's time of the same batch size in this run when the guard sends the timed
+picture back (the batch repeats one picture, so all its images go back or none).
 
     python benchmarks/detector.py --mmseg-python /tmp/mmseg-venv/bin/python          # CPU rows
     python benchmarks/detector.py --device cuda --batches 1 8 32 \\
@@ -32,7 +40,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGE = ROOT / "workflows" / "input" / "dog_sdxl_turbo.jpg"
+IMAGE = ROOT / "workflows" / "input" / "dog_sdxl_turbo.jpg"  # timed, and the first of PICTURES
+PICTURES = [IMAGE] + sorted(p for p in (ROOT / "workflows" / "input").glob("*.jpg") if p != IMAGE)
 CPU_ROWS = ["mmseg:fp32", "ours:fp32", "ours:bf16", "ours:auto", "ours:auto+compile"]
 CUDA_ROWS = ["mmseg:fp32", "ours:fp32", "ours:fp16", "ours:bf16", "ours:auto"]
 # The official PAL4VST config: Swin-B (embed 128, depths 2-2-18-2, window 12) + UPerHead 512, FCN aux 256.
@@ -93,7 +102,7 @@ def worker(args) -> dict:
     device = torch.device(args.device)
     dtype = resolve_dtype(precision, device, low_precision=SwinUPerNet.auto_low_precision)
     forward = build_forward(impl, device, dtype, extra == "compile", args.weights)
-    x = torch.load(args.input, weights_only=True).to(device).repeat(args.batch, 1, 1, 1).to(dtype)
+    x = torch.load(args.input, weights_only=True)[:1].to(device).repeat(args.batch, 1, 1, 1).to(dtype)
 
     def sync():
         if device.type == "cuda":
@@ -112,10 +121,18 @@ def worker(args) -> dict:
             out = forward(x)
             sync()
             times.append(time.perf_counter() - start)
-    logits = out[:1].float()
-    prob = torch.sigmoid(F.interpolate(logits[:, 1:2] - logits[:, 0:1], size=x.shape[2:], mode="bilinear",
-                                       align_corners=False))[0, 0].cpu()
-    torch.save(prob, args.prob_out)
+
+    def probability(logits):
+        logits = logits[:1].float()
+        return torch.sigmoid(F.interpolate(logits[:, 1:2] - logits[:, 0:1], size=x.shape[2:], mode="bilinear",
+                                           align_corners=False))[0, 0].cpu()
+
+    if args.prob_out:  # the maps for mask agreement: the timed picture's, then the other pictures'
+        probs = [probability(out)]
+        with torch.inference_mode():
+            for picture in torch.load(args.input, weights_only=True).split(1)[1:] if args.pictures else []:
+                probs.append(probability(forward(picture.to(device, dtype))))
+        torch.save(probs, args.prob_out)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"row": args.worker, "precision": precision_name(dtype), "batch": args.batch, "first_s": first,
@@ -123,11 +140,11 @@ def worker(args) -> dict:
             "peak_mib": peak}
 
 
-def run_worker(python: str, row: str, batch: int, args, workdir: Path) -> dict | None:
+def run_worker(python: str, row: str, batch: int, args, workdir: Path, pictures: bool) -> dict | None:
     prob_out = workdir / f"{row.replace(':', '_').replace('+', '_')}_b{batch}.pt"
     command = [python, __file__, "--worker", row, "--batch", str(batch), "--device", args.device,
                "--iterations", str(args.iterations), "--threads", str(args.threads), "--input", str(workdir / "x.pt"),
-               "--prob-out", str(prob_out)]
+               "--prob-out", str(prob_out)] + (["--pictures"] if pictures else [])
     if args.weights:
         command += ["--weights", args.weights]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -143,11 +160,26 @@ def run_worker(python: str, row: str, batch: int, args, workdir: Path) -> dict |
     return record
 
 
-def agreement(reference, other) -> tuple[float, float, float]:
-    """(share of equal mask pixels, the same where the reference is decided, max probability difference)."""
+def agreement(reference: list, other: list) -> tuple[float, float, float]:
+    """Over all maps: (share of equal mask pixels, the same where the reference is decided, max probability
+    difference)."""
+    import torch
+
+    reference, other = torch.stack(reference), torch.stack(other)
     equal = (reference > 0.5) == (other > 0.5)
     decided = (reference - 0.5).abs() > 0.1
     return float(equal.float().mean()), float(equal[decided].float().mean()), float((reference - other).abs().max())
+
+
+def guarded(probs: list, fp32_probs: list) -> tuple[list, list[float], list[bool]]:
+    """The maps after the Detector's precision guard at threshold 0.5: those it sends back are fp32's.
+    Also each map's undecided share and whether it went back."""
+    from pal_core.detector import PrecisionGuard
+
+    guard = PrecisionGuard()
+    shares = [guard.undecided(prob, 0.5) for prob in probs]
+    back = [share > guard.share for share in shares]
+    return [exact if again else prob for prob, exact, again in zip(probs, fp32_probs, back)], shares, back
 
 
 def main() -> None:
@@ -163,6 +195,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--prob-out", help=argparse.SUPPRESS)
+    parser.add_argument("--pictures", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help="file for the mmseg-made random weights: reused when it exists, else made "
                                           "there (default: a temporary folder)")
     parser.add_argument("--make-weights", help=argparse.SUPPRESS)
@@ -187,7 +220,7 @@ def main() -> None:
         rows = [r for r in rows if not r.startswith("mmseg:")]
     device = resolve_device(args.device)
     workdir = Path(tempfile.mkdtemp(prefix="pal_bench_"))
-    torch.save(Preprocess(input_size=512)(read_image(IMAGE).unsqueeze(0)), workdir / "x.pt")
+    torch.save(torch.cat([Preprocess(input_size=512)(read_image(p).unsqueeze(0)) for p in PICTURES]), workdir / "x.pt")
     if not mmseg_python:
         args.weights = None
     elif args.weights is None or not Path(args.weights).exists():  # seeded: the same weights every time
@@ -206,27 +239,39 @@ def main() -> None:
     for batch in args.batches:
         for row in rows:
             python = mmseg_python if row.startswith("mmseg:") else (mmseg_python or sys.executable)
-            record = run_worker(python, row, batch, args, workdir)
+            record = run_worker(python, row, batch, args, workdir, pictures=batch == args.batches[0])
             if record is not None:
                 results.append(record)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
     reference_row = "mmseg:fp32" if any(r["row"] == "mmseg:fp32" for r in results) else "ours:fp32"
+    maps = {r["row"]: torch.load(r["prob"], weights_only=True) for r in results if r["batch"] == args.batches[0]}
     print("\npeak MiB: the process's peak resident memory on the CPU (model included), allocated memory on CUDA")
-    print(f"mask agreement: with {reference_row} on the same image, all pixels / decided pixels (max probability difference)\n")
-    print("| row | precision | batch | s/batch | img/s | first call s | peak MiB | speed vs mmseg fp32 | mask agreement |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"mask agreement: with {reference_row} over the {len(PICTURES)} example pictures at 512x512, all pixels / "
+          "decided pixels (max probability difference); guard: largest undecided share, pictures sent back to fp32\n")
+    print("| row | precision | batch | s/batch | img/s | first call s | peak MiB | speed vs mmseg fp32 | mask agreement "
+          "| guard | s/batch with guard | speed with guard | mask agreement with guard |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for record in results:
-        base = next((r for r in results if r["row"] == "mmseg:fp32" and r["batch"] == record["batch"]), None)
-        reference = next((r for r in results if r["row"] == reference_row and r["batch"] == record["batch"]), None)
+        same_batch = {r["row"]: r for r in results if r["batch"] == record["batch"]}
+        base, ours32 = same_batch.get("mmseg:fp32"), same_batch.get("ours:fp32")
         speed = f"{base['median_s'] / record['median_s']:.2f}x" if base else "-"
-        agree = "-"
-        if reference is not None and reference is not record:
-            every, decided, diff = agreement(torch.load(reference["prob"], weights_only=True),
-                                             torch.load(record["prob"], weights_only=True))
-            agree = f"{100 * every:.2f}% / {100 * decided:.2f}% ({diff:.3f})"
+        agree = guard = guarded_time = guarded_speed = guarded_agree = "-"
+        probs = maps.get(record["row"])
+        if probs is not None and reference_row in maps and record["row"] != reference_row:
+            agree = "{:.2%} / {:.2%} ({:.3f})".format(*agreement(maps[reference_row], probs))
+        if record["precision"] != "fp32" and probs is not None and "ours:fp32" in maps:
+            after, shares, back = guarded(probs, maps["ours:fp32"])
+            guard = f"{max(shares):.2%}, {sum(back)}/{len(back)} back"
+            if reference_row in maps:
+                guarded_agree = "{:.2%} / {:.2%} ({:.3f})".format(*agreement(maps[reference_row], after))
+            if ours32 is not None:  # the timed picture is the first
+                seconds = record["median_s"] + (ours32["median_s"] if back[0] else 0.0)
+                guarded_time = f"{seconds:.3f}"
+                guarded_speed = f"{base['median_s'] / seconds:.2f}x" if base else "-"
         print(f"| {record['row']} | {record['precision']} | {record['batch']} | {record['median_s']:.3f} | "
-              f"{record['images_per_s']:.2f} | {record['first_s']:.1f} | {record['peak_mib']:.0f} | {speed} | {agree} |")
+              f"{record['images_per_s']:.2f} | {record['first_s']:.1f} | {record['peak_mib']:.0f} | {speed} | {agree} | "
+              f"{guard} | {guarded_time} | {guarded_speed} | {guarded_agree} |")
 
 
 def _importable(name: str) -> bool:

@@ -7,7 +7,10 @@ each image's own size when `input_size` is None, and its output is resized back 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import copy
+import weakref
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Callable, Iterator, Literal, Sequence
 
 import torch
@@ -35,6 +38,74 @@ class DetectorInfo:
     architecture: str
 
 
+@dataclass(frozen=True)
+class PrecisionGuard:
+    """Keeps the masks of a network run below float32 those of float32, image by image.
+
+    After a reduced-precision (bf16/fp16) forward, an image whose probability map has more than
+    `share` of its pixels within `band` of the mask threshold is computed again in float32 (with
+    float32 weights kept for that), and the float32 map is returned. Why this holds the mask: a
+    pixel's mask can differ from float32's only if the two probabilities lie on both sides of the
+    threshold, so while the reduced-precision error stays below `band`, only pixels within `band` of
+    it can flip; at most `share` of them pass unchecked. So each image's mask equals float32's on at
+    least 1 - `share` of its pixels (99.9% by default) wherever the error stays within `band`.
+
+    `band` 0.1: about twice the largest bf16-vs-fp32 probability difference measured for Swin +
+    UPerNet (0.055 on the mmseg test fixture, 0.04-0.05 for Swin-B at 512x512 on the example pictures,
+    random weights; the issue measured 0.009 with trained PAL4VST weights; README "Benchmarks").
+    Probabilities are steepest in their logits at 0.5, so a band measured there also covers other
+    thresholds. It does not hold for every network: the shipped PAL-lite's bf16 error reaches 0.52 on
+    one picture (auto keeps that model in fp32). The check costs a comparison per pixel; an image it
+    sends back costs a float32 forward on top of the reduced one.
+    """
+
+    band: float = 0.1
+    share: float = 0.001
+
+    def __post_init__(self):
+        if not 0 < self.band < 1 or not 0 <= self.share < 1:
+            raise ValueError(f"PrecisionGuard needs 0 < band < 1 and 0 <= share < 1, not {self.band}, {self.share}")
+
+    def undecided(self, probability: torch.Tensor, threshold: float) -> float:
+        """Share of the pixels whose probability lies within `band` of `threshold`."""
+        return float(((probability - threshold).abs() < self.band).float().mean())
+
+    def accepts(self, probability: torch.Tensor, threshold: float) -> bool:
+        return self.undecided(probability, threshold) <= self.share
+
+
+@dataclass
+class GuardCounts:
+    """How many images the precision guard checked, and how many it computed again in float32."""
+
+    checked: int = 0
+    recomputed: int = 0
+    undecided: list[float] = field(default_factory=list)  # per checked image, in order
+
+    def add(self, share: float, recomputed: bool) -> None:
+        self.checked += 1
+        self.recomputed += int(recomputed)
+        self.undecided.append(share)
+
+
+# The float32 weights of each network a reduced-precision Detector casts, kept for the guard's
+# recomputations. Keyed by the network object: load_detector's cache hands the same (by then cast)
+# network to later Detectors, which must find the float32 copy made before the first cast.
+_FLOAT32_COPIES: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+
+
+def _float32_copy(model: nn.Module) -> nn.Module | None:
+    """A float32 copy of `model` made while it is still float32, or None if it no longer is."""
+    if model in _FLOAT32_COPIES:
+        return _FLOAT32_COPIES[model]
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.is_floating_point() and t.dtype != torch.float32 for t in tensors):
+        return None
+    twin = copy.deepcopy(model).eval()
+    _FLOAT32_COPIES[model] = twin
+    return twin
+
+
 class Detector:
     """Runs an artifact-segmentation network on images and returns per-pixel artifact probabilities.
 
@@ -43,6 +114,13 @@ class Detector:
     The network runs on `device` in `dtype` (both already resolved, see `load_detector`); between
     runs its weights may be parked elsewhere with `offload()`, and they come back before the next.
     The square size it runs at is the preprocessing's `input_size` (None: each image's own size).
+
+    Below float32, `guard` (a `PrecisionGuard`, on by default; None turns it off) checks each
+    image's map against the threshold given to `predict`/`mask`/`par` and computes undecided images
+    again in float32, from a float32 copy of the weights made before they are cast (on the CPU that
+    copy costs float32 weights' memory on top of the reduced ones; on a GPU it is moved there on the
+    first recomputation). A network handed over already below float32 has no such copy and runs
+    unguarded. `guard_counts` counts what the guard did.
     """
 
     def __init__(
@@ -56,6 +134,7 @@ class Detector:
         batch_size: int = 8,
         fixed_input_size: int | None = None,
         compile: bool = False,
+        guard: PrecisionGuard | None = PrecisionGuard(),
     ):
         if output not in ("logits", "labels"):
             raise ValueError(f"output must be 'logits' or 'labels', not {output!r}")
@@ -82,6 +161,10 @@ class Detector:
         self.dtype = dtype
         self.compiled = compile
         self.model = model.eval()
+        self.guard = guard
+        self.guard_counts = GuardCounts()
+        reduced = output == "logits" and dtype != torch.float32
+        self._float32 = _float32_copy(self.model) if reduced else None  # before load() casts the weights
         self.load()
         # torch.compile traces on the first call (seconds to minutes); the module itself is shared.
         self._network = torch.compile(self.model) if compile else self.model
@@ -107,7 +190,7 @@ class Detector:
     def with_input_size(self, input_size: int | None) -> "Detector":
         """The same loaded network run at another size (shares the weights, loads nothing)."""
         return Detector(self.model, self.info, replace(self.preprocess, input_size=input_size), self.output,
-                        self.device, self.dtype, self.batch_size, self.fixed_input_size, self.compiled)
+                        self.device, self.dtype, self.batch_size, self.fixed_input_size, self.compiled, self.guard)
 
     # ------------------------------------------------------------------------------------------
     # Where the weights live
@@ -134,6 +217,8 @@ class Detector:
         """Parks the weights on `device` (e.g. the CPU, to free GPU memory for other models between
         runs); the next `predict` moves them back to `self.device`."""
         self.model.to(torch.device(device))
+        if self._float32 is not None:
+            self._float32.to(torch.device(device))
 
     def _needs_cast(self) -> bool:
         if self.output == "labels":
@@ -143,7 +228,8 @@ class Detector:
 
     # ------------------------------------------------------------------------------------------
 
-    def predict(self, images: ImageBatch, progress: ProgressCallback | None = None) -> torch.Tensor | list[torch.Tensor]:
+    def predict(self, images: ImageBatch, progress: ProgressCallback | None = None,
+                threshold: float = 0.5) -> torch.Tensor | list[torch.Tensor]:
         """Artifact probability per pixel, at each image's own size.
 
         A tensor [B, H, W, 3] gives a float tensor [B, H, W] on the images' device; a list of
@@ -152,7 +238,10 @@ class Detector:
         device runs out of memory, the batch is split and then single images are run in tiles (see
         `memory.run_within_memory`). An image with a NaN or infinite pixel (an fp16 VAE decode can give
         them) is not run: its map is all NaN, so it cannot pass for a clean image.
+        `threshold` is where masks will be cut: below float32 the guard keeps the maps decided
+        there (see `PrecisionGuard`); pass the threshold you will use.
         """
+        check_threshold(threshold)
         frames, as_list = _split_images(images)
         results: list[torch.Tensor | None] = [None] * len(frames)
         runnable = []
@@ -166,7 +255,8 @@ class Detector:
         with torch.inference_mode():
             for indices in self._batches(frames, runnable):
                 batch = [frames[i] for i in indices]
-                probs = run_within_memory(self._forward, self._forward_tiled, batch, self.device)
+                probs = run_within_memory(partial(self._forward, threshold=threshold),
+                                          partial(self._forward_tiled, threshold=threshold), batch, self.device)
                 for i, prob in zip(indices, probs):
                     results[i] = prob.to(frames[i].device)
                 done += len(indices)
@@ -180,8 +270,7 @@ class Detector:
 
     def mask(self, images: ImageBatch, threshold: float = 0.5) -> torch.Tensor | list[torch.Tensor]:
         """Binary artifact mask (bool) per image: probability above `threshold`."""
-        check_threshold(threshold)
-        probs = self.predict(images)
+        probs = self.predict(images, threshold=threshold)
         if isinstance(probs, list):
             return [p > threshold for p in probs]
         return probs > threshold
@@ -191,8 +280,7 @@ class Detector:
 
         NaN for an image with non-finite pixels (see `predict`): callers rank it last.
         """
-        check_threshold(threshold)
-        probs = self.predict(images)
+        probs = self.predict(images, threshold=threshold)
         if isinstance(probs, list):
             return torch.tensor([float(par_of_probability(p.unsqueeze(0), threshold)[0]) for p in probs])
         return par_of_probability(probs, threshold)
@@ -209,23 +297,53 @@ class Detector:
             for start in range(0, len(indices), self.batch_size):
                 yield indices[start:start + self.batch_size]
 
-    def _network_input(self, frames: list[torch.Tensor]) -> torch.Tensor:
-        """Preprocessed batch [B, 3, S, S] on the device; frames of different sizes are resized one by one."""
+    def _network_input(self, frames: list[torch.Tensor], dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Preprocessed batch [B, 3, S, S] on the device in `dtype` (default: the detector's); frames of
+        different sizes are resized one by one."""
         frames = [f.to(self.device) for f in frames]
         if all(f.shape == frames[0].shape for f in frames):
             x = self.preprocess(torch.stack(frames))
         else:
             x = torch.cat([self.preprocess(f.unsqueeze(0)) for f in frames])
-        return x.to(self.dtype)
+        return x.to(dtype or self.dtype)
 
-    def _forward(self, frames: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _forward(self, frames: list[torch.Tensor], threshold: float = 0.5) -> list[torch.Tensor]:
         """Frames [H, W, 3] (any sizes at a fixed input size) -> probability maps [H, W], float32."""
-        return self._probabilities(frames, self._network(self._network_input(frames)))
+        maps = self._probabilities(frames, self._network(self._network_input(frames)))
+        undecided = self._undecided(maps, threshold)
+        if undecided:  # one float32 batch for the images the guard sends back
+            again = [frames[i] for i in undecided]
+            exact = self._probabilities(again, self._float32_network()(self._network_input(again, torch.float32)))
+            for i, prob in zip(undecided, exact):
+                maps[i] = prob
+        return maps
 
-    def _forward_tiled(self, frame: torch.Tensor) -> torch.Tensor:
+    def _forward_tiled(self, frame: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
         """One frame's probability map with the network run on the largest overlapping tiles that fit."""
-        x = self._network_input([frame])
-        return self._probabilities([frame], run_in_fitting_tiles(self._network, x))[0]
+        prob = self._probabilities([frame], run_in_fitting_tiles(self._network, self._network_input([frame])))[0]
+        if self._undecided([prob], threshold):
+            x = self._network_input([frame], torch.float32)
+            prob = self._probabilities([frame], run_in_fitting_tiles(self._float32_network(), x))[0]
+        return prob
+
+    def _undecided(self, maps: list[torch.Tensor], threshold: float) -> list[int]:
+        """Indices of the maps the guard sends back to float32 (none at float32 or without a guard)."""
+        if self.guard is None or self._float32 is None or self.dtype == torch.float32:
+            return []
+        again = []
+        for i, prob in enumerate(maps):
+            share = self.guard.undecided(prob, threshold)
+            self.guard_counts.add(share, share > self.guard.share)
+            if share > self.guard.share:
+                again.append(i)
+        return again
+
+    def _float32_network(self) -> nn.Module:
+        """The float32 copy on the device (moved there on first use)."""
+        tensor = next(iter(self._float32.parameters()), None)
+        if tensor is not None and tensor.device != self.weights_device():
+            self._float32.to(self.weights_device())
+        return self._float32
 
     def _probabilities(self, frames: list[torch.Tensor], out: torch.Tensor) -> list[torch.Tensor]:
         maps = []
