@@ -115,7 +115,7 @@ def real_size_images() -> list[torch.Tensor]:
 def test_the_shipped_model_in_bf16_misses_the_agreement_auto_requires_unless_guarded():
     """Why auto keeps PAL-lite in fp32. Measured, unguarded: 99.80% of mask pixels equal over 9 images
     (3.3 M pixels), max probability difference 0.52 (far outside the guard's band, which was measured
-    for Swin-B: on one picture 0.5% of the pixels flip more than 0.05 from the threshold). The guard
+    for Swin-B: on one picture 0.5% of the pixels flip more than 0.1 from the threshold). The guard
     sends back the 7 pictures with artifacts (0.21-1.55% of their pixels lie within its band, 0.1, of
     0.5; the 2 clean ones: 0.06%, 0%): 99.9991% equal, at least 99.988% in every picture, at the price of a bf16
     and an fp32 forward for most pictures, so bf16 does not pay for this model."""
