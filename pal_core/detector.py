@@ -80,12 +80,13 @@ class GuardCounts:
 
     checked: int = 0
     recomputed: int = 0
-    undecided: list[float] = field(default_factory=list)  # per checked image, in order
+    # the undecided share of each image of the latest `predict` (only that one: a long run keeps no list)
+    last_undecided: list[float] = field(default_factory=list)
 
     def add(self, share: float, recomputed: bool) -> None:
         self.checked += 1
         self.recomputed += int(recomputed)
-        self.undecided.append(share)
+        self.last_undecided.append(share)
 
 
 # The float32 weights of each network a reduced-precision Detector casts, kept for the guard's
@@ -242,6 +243,7 @@ class Detector:
         there (see `PrecisionGuard`); pass the threshold you will use.
         """
         check_threshold(threshold)
+        self.guard_counts.last_undecided = []
         frames, as_list = _split_images(images)
         results: list[torch.Tensor | None] = [None] * len(frames)
         runnable = []
