@@ -18,10 +18,10 @@ import time
 import torch
 
 from pal_core import Detector, DetectorInfo, load_detector
-from pal_core.composite import composite
-from pal_core.crops import plan_crops
-from pal_core.inpainters import OpenCVInpainter
-from pal_core.masks import binarize, connected_components, dilate_like_official
+from pal_core.refinement.composite import composite
+from pal_core.refinement.crops import plan_crops
+from pal_core.refinement.inpainters import OpenCVInpainter
+from pal_core.detect.masks import binarize, connected_components, dilate_like_official
 from pal_core.models.swin_upernet import SwinUPerNet
 
 

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import torch
 
-from pal_core import Detector, catalogue, load_detector
-from pal_core.devices import PRECISIONS
-from pal_core.loading import default_model_notice, locate_model
+from pal_core import Detector, load_detector
+from pal_core.hub import catalogue
+from pal_core.detect.devices import PRECISIONS
+from pal_core.hub.loading import default_model_notice, locate_model
 from pal_core.imageio import overlay
 from pal_core.layouts import check_images, check_mask
-from pal_core.masks import binarize, par_of_probability
-from pal_core.selection import NOT_FINITE, rank_by_par
+from pal_core.detect.masks import binarize, par_of_probability
+from pal_core.rank.selection import NOT_FINITE, rank_by_par
 
 from . import comfy_env
 from .display import par_lines, rank_lines, shown
@@ -110,7 +111,7 @@ class PALLoadDetector:
             source, notice = None, default_model_notice()
         elif name in catalogue.names():
             if download_if_missing and locate_model(name) is None:
-                from pal_core.download import download_model  # the network, only when switched on
+                from pal_core.hub.download import download_model  # the network, only when switched on
                 bar = comfy_env.Progress(1)  # the size is known once the transfer starts
                 download_model(name, show_progress=False, progress=lambda done, total: bar(done, total or done + 1))
             source = name

@@ -1,7 +1,7 @@
 """Inpainter nodes: one loader per kind (OpenCV, diffusers) and ComfyUI Model Inpainter.
 
 All output a PAL_INPAINTER: an object with `inpaint(crops, masks, prompts, seeds)` (see
-`pal_core.inpainters.base.Inpainter`) that Zoom Inpaint and Auto Fix call.
+`pal_core.refinement.inpainters.base.Inpainter`) that Zoom Inpaint and Auto Fix call.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pal_core.inpainters import Inpainter, available_weight_free, make_inpainter
+from pal_core.refinement.inpainters import Inpainter, available_weight_free, make_inpainter
 
 from . import comfy_env
 

@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from pal_core import Detector
-from pal_core.composite import DEFAULT_FEATHER, DEFAULT_GROW, composite
-from pal_core.crops import DEFAULT_RESOLUTION, DEFAULT_ZOOM, CropPlan, clip_box
-from pal_core.inpainters import Inpainter
+from pal_core.refinement.composite import DEFAULT_FEATHER, DEFAULT_GROW, composite
+from pal_core.refinement.crops import DEFAULT_RESOLUTION, DEFAULT_ZOOM, CropPlan, clip_box
+from pal_core.refinement.inpainters import Inpainter
 from pal_core.layouts import check_images, check_mask
-from pal_core.masks import OFFICIAL_ITERATIONS, binarize
-from pal_core.refine import RefineOptions, inpaint_each, plan_regions, refine
+from pal_core.detect.masks import OFFICIAL_ITERATIONS, binarize
+from pal_core.refinement.refine import RefineOptions, inpaint_each, plan_regions, refine
 from pal_core.verdicts import fix_summary, inpaint_line
 
 from . import comfy_env

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .crops import clip_box
+from .refinement.crops import clip_box
 from .imageio import overlay, to_uint8
 
 KEPT = (60, 200, 90)

@@ -179,7 +179,7 @@ def test_fix_and_detect_write_sheets_and_refuse_to_overwrite_one(tmp_path, tiny_
 
 def test_without_opencv_contrib_the_default_inpainter_falls_back_and_says_so(
         tmp_path, tiny_detector_file, capsys, monkeypatch):
-    from pal_core import inpainters
+    from pal_core.refinement import inpainters
 
     monkeypatch.setattr(inpainters, "has_xphoto", lambda: False)
     paths = write_images(tmp_path / "in", count=1)

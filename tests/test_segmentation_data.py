@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pal_core.segmentation_data import (IGNORE_INDEX, CropSettings, DatasetLayoutError, list_samples, random_crop,
+from pal_core.train.segmentation_data import (IGNORE_INDEX, CropSettings, DatasetLayoutError, list_samples, random_crop,
                                         read_label)
 
 

@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..checkpoint import CheckpointError
-from ..detector import Detector
-from ..devices import PRECISIONS
-from ..download import DownloadError
-from ..loading import MODEL_INPUT_SIZE, ModelNotFoundError, load_detector
+from ..hub.checkpoint import CheckpointError
+from ..detect.detector import Detector
+from ..detect.devices import PRECISIONS
+from ..hub.download import DownloadError
+from ..hub.loading import MODEL_INPUT_SIZE, ModelNotFoundError, load_detector
 from ..outputs import check_output_file, same_file
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from ..atomic import remove_stale_temporaries
 from ..imageio import ImageReadError, list_images, overlay, read_image, write_png
-from ..masks import binarize, check_threshold, par
+from ..detect.masks import binarize, check_threshold, par
 from ..outputs import (check_output_folder, describe_os_error, is_fatal_write_error, is_output_of, made_from_text,
                        outputs_that_are_inputs)
-from ..refine import plan_regions
+from ..refinement.refine import plan_regions
 from ..sheets import SheetRow, detect_row, draw_sheet
 from ..verdicts import DetectTally, detect_line
 from .common import SHEET_MAX_ROWS, add_model_arguments, load_detector_from_args, sheet_problem

@@ -11,14 +11,14 @@ from pathlib import Path
 import torch
 
 from .. import atomic
-from ..checkpoint import CheckpointError, DetectorCheckpoint
-from ..distillation import (DistillationError, DistillSettings, agreement_table, default_cache_dir, distill,
+from ..hub.checkpoint import CheckpointError, DetectorCheckpoint
+from ..train.distillation import (DistillationError, DistillSettings, agreement_table, default_cache_dir, distill,
                             distill_recipe)
-from ..loading import DEFAULT_MODEL, MODEL_INPUT_SIZE, ModelNotFoundError, load_detector, read_checkpoint
+from ..hub.loading import DEFAULT_MODEL, MODEL_INPUT_SIZE, ModelNotFoundError, load_detector, read_checkpoint
 from ..models.lite_fpn import LiteFPN, PretrainedWeightsError, load_imagenet_encoder
-from ..preprocess import Preprocess
-from ..segmentation_data import DatasetLayoutError
-from ..training import TrainingError
+from ..detect.preprocess import Preprocess
+from ..train.segmentation_data import DatasetLayoutError
+from ..train.training import TrainingError
 from .common import add_recipe_arguments, add_run_control_arguments, parse_input_size
 
 FRESH_STUDENTS = ("imagenet", "random")

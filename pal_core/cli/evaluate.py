@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from ..evaluation import evaluate_detector, write_json
-from ..masks import check_threshold
-from ..segmentation_data import DatasetLayoutError
+from ..train.evaluation import evaluate_detector, write_json
+from ..detect.masks import check_threshold
+from ..train.segmentation_data import DatasetLayoutError
 from .common import add_model_arguments, load_detector_from_args
 
 

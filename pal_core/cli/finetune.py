@@ -7,11 +7,11 @@ import sys
 
 import torch
 
-from ..checkpoint import CheckpointError
-from ..devices import resolve_device
-from ..loading import ModelNotFoundError, read_checkpoint, resolve_source
-from ..segmentation_data import DatasetLayoutError
-from ..training import TrainingError, finetune_recipe, train
+from ..hub.checkpoint import CheckpointError
+from ..detect.devices import resolve_device
+from ..hub.loading import ModelNotFoundError, read_checkpoint, resolve_source
+from ..train.segmentation_data import DatasetLayoutError
+from ..train.training import TrainingError, finetune_recipe, train
 from .common import add_run_control_arguments
 
 

@@ -18,14 +18,14 @@ import numpy as np
 
 from .. import atomic
 from ..atomic import remove_stale_temporaries
-from ..crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
-from ..download import DownloadError
+from ..refinement.crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
+from ..hub.download import DownloadError
 from ..imageio import ImageReadError, list_images, read_image, to_uint8, write_png
-from ..inpainters import DEFAULT, FALLBACK, SPECS, available_weight_free, default_weight_free, make_inpainter
-from ..loading import load_detector
+from ..refinement.inpainters import DEFAULT, FALLBACK, SPECS, available_weight_free, default_weight_free, make_inpainter
+from ..hub.loading import load_detector
 from ..outputs import (check_output_folder, describe_os_error, is_fatal_write_error, is_output_of, made_from_text,
                        outputs_that_are_inputs)
-from ..refine import RefineOptions, refine
+from ..refinement.refine import RefineOptions, refine
 from ..sheets import SheetRow, draw_sheet, fix_row
 from ..verdicts import FixTally, fix_line
 from .common import SHEET_MAX_ROWS, add_model_arguments, sheet_problem

@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 
 from ..outputs import check_output_folder
-from ..resources import examples_dir
+from ..hub.resources import examples_dir
 from ..workflow import NodeExecutionError, WorkflowError, WorkflowValidationError, installed_registry, run_workflow
 from ..workflow.engines import COMFYUI_ENV, ENGINES
 from ..workflow.errors import HostNodeError

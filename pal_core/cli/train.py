@@ -7,11 +7,11 @@ import sys
 
 import torch
 
-from ..devices import resolve_device
+from ..detect.devices import resolve_device
 from ..models.lite_fpn import LiteFPN, LiteFPNConfig, load_imagenet_encoder
-from ..preprocess import Preprocess
-from ..segmentation_data import DatasetLayoutError
-from ..training import Recipe, TrainingError, train
+from ..detect.preprocess import Preprocess
+from ..train.segmentation_data import DatasetLayoutError
+from ..train.training import Recipe, TrainingError, train
 from .common import add_recipe_arguments, add_run_control_arguments
 
 NAME = "pal_lite"

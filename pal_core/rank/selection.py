@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .atomic import atomic_path
-from .imageio import ImageReadError, overlay, read_image, to_uint8
+from ..atomic import atomic_path
+from ..imageio import ImageReadError, overlay, read_image, to_uint8
 from .scores import Ranking
 
 COPY_NAME_DIGITS = 6  # rank prefix width: copies sort by rank in any file browser

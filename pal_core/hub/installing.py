@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from . import catalogue, model_store
-from .atomic import atomic_path
+from ..atomic import atomic_path
 from .checkpoint import CheckpointError, DetectorCheckpoint, save_detector_file
 from .loading import read_checkpoint, sniff_format
 

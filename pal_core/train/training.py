@@ -11,7 +11,7 @@ previous checkpoint intact; `resume=True` continues from it with the same data o
 
 What a run learns from is a `TrainingTask`: the samples crops are cut from, how a sample's target is
 read, the loss and the validation. A PAL4VST-layout folder gives the labelled-segmentation task
-(`segmentation_task`); `pal_core.distillation` gives one that learns a teacher's probabilities.
+(`segmentation_task`); `pal_core.train.distillation` gives one that learns a teacher's probabilities.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import atomic
-from .checkpoint import DetectorCheckpoint, read_detector_file, save_detector_file
+from .. import atomic
+from ..hub.checkpoint import DetectorCheckpoint, read_detector_file, save_detector_file
 from .evaluation import PixelCounts
-from .preprocess import Preprocess
+from ..detect.preprocess import Preprocess
 from .segmentation_data import (IGNORE_INDEX, CropSettings, PositionSampler, Sample, TrainingCrops, WholeImages,
                                 list_samples, read_sample_label)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import atomic
+from .. import atomic
 from .segmentation_data import IGNORE_INDEX, list_samples, read_label, read_rgb
 
 

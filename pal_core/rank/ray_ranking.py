@@ -5,7 +5,7 @@ results to the same JSONL working record as `rank_images`, a batch at a time, so
 exports work unchanged. Use it from Python:
 
     import ray
-    from pal_core.ray_ranking import ParScorer
+    from pal_core.rank.ray_ranking import ParScorer
     ds = ray.data.from_items([{"image": p} for p in paths])
     scored = ds.map_batches(ParScorer, fn_constructor_kwargs={"model": "pal_lite", "device": "cuda"},
                             batch_size=32, compute=ray.data.ActorPoolStrategy(size=8), num_gpus=1)
@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from .loading import MODEL_INPUT_SIZE, load_detector
+from ..hub.loading import MODEL_INPUT_SIZE, load_detector
 from .ranking import (ImageEntry, RankSettings, RankSummary, check_resumable, decode_entry, detector_settings,
                       pending_entries, score_batch)
 from .scores import RecordWriter, read_existing

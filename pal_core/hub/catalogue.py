@@ -2,7 +2,7 @@
 
 The official checkpoints are the authors' files on Google Drive. Their repository carries no
 licence, so we never redistribute them: `pal download NAME` fetches them from the authors' link
-on the user's machine (see `pal_core.download`). Drive file ids are those listed in the official
+on the user's machine (see `pal_core.hub.download`). Drive file ids are those listed in the official
 README; we take the PyTorch (mmsegmentation) `.pth` of each, which converts to our `.safetensors`
 without running any code (the TorchScript export is a program).
 

@@ -17,9 +17,9 @@ import torch
 from .composite import DEFAULT_FEATHER, DEFAULT_GROW, composite
 from .crops import (DEFAULT_MIN_SIDE, DEFAULT_MULTIPLE, DEFAULT_RESOLUTION, DEFAULT_ZOOM, CropPlan, clip_box,
                     plan_crops)
-from .detector import ProgressCallback
+from ..detect.detector import ProgressCallback
 from .inpainters.base import Inpainter
-from .masks import (OFFICIAL_ITERATIONS, OFFICIAL_KERNEL, binarize, check_threshold, connected_components,
+from ..detect.masks import (OFFICIAL_ITERATIONS, OFFICIAL_KERNEL, binarize, check_threshold, connected_components,
                     dilate_like_official, par)
 
 
