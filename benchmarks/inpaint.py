@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from pal_core import load_detector
-from pal_core.train.artifacts import ARTIFACT_KINDS, apply_artifact, detailed_point, random_region, random_stroke_region
-from pal_core.train.clean_sources import find_clean_images
 from pal_core.refinement.crops import clip_box
 from pal_core.refinement.inpaint_quality import masked_psnr, masked_ssim, repaint
 from pal_core.refinement.inpainters import Inpainter, available_weight_free, make_inpainter
+from pal_core.train.artifacts import ARTIFACT_KINDS, apply_artifact, detailed_point, random_region, random_stroke_region
+from pal_core.train.clean_sources import find_clean_images
 from pal_core.train.synthetic_data import whole_view
 
 KINDS = ("inpaint_smear", "melted_warp", "colour_blotch", "garbled_structure", "broken_lines")

@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 
 from pal_core import Detector, load_detector
-from pal_core.hub import catalogue
 from pal_core.detect.devices import PRECISIONS
+from pal_core.detect.masks import binarize, par_of_probability
+from pal_core.hub import catalogue
 from pal_core.hub.loading import default_model_notice, locate_model
 from pal_core.imageio import overlay
 from pal_core.layouts import check_images, check_mask
-from pal_core.detect.masks import binarize, par_of_probability
 from pal_core.rank.selection import NOT_FINITE, rank_by_par
 
 from . import comfy_env

@@ -4,10 +4,10 @@ Implements "Perceptual Artifacts Localization for Image Synthesis Tasks" (PAL4VS
 Never imports ComfyUI: the node pack in `nodes/` is a thin layer over this package.
 """
 
-from .hub.checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file, save_detector_file
 from .detect.detector import Detector, DetectorInfo
-from .hub.loading import DEFAULT_MODEL, ModelNotFoundError, available_models, load_detector
 from .detect.preprocess import Preprocess
+from .hub.checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file, save_detector_file
+from .hub.loading import DEFAULT_MODEL, ModelNotFoundError, available_models, load_detector
 from .refinement.refine import RefineOptions, RefineResult, refine
 
 __version__ = "0.1.0"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pal_core.train.artifacts import (ARTIFACT_KINDS, MIN_VISIBLE_CHANGE, apply_artifact, random_region,
-                                random_stroke_region, synthesize)
+                                      random_stroke_region, synthesize)
 
 
 def textured_image(size: int = 128, seed: int = 0) -> np.ndarray:

@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 
 from model_host import DriveTunnel, ModelHost, Served
+from pal_core.cli import main
 from pal_core.hub import catalogue, download, installing, loading, model_store
 from pal_core.hub.checkpoint import read_detector_file
-from pal_core.cli import main
 from pal_core.hub.download import DownloadError, download_model
 from pal_core.hub.installing import InstallError, install_file
 from pal_core.hub.loading import ModelNotFoundError, load_detector

@@ -13,9 +13,9 @@ from PIL import Image
 
 from pal_core.cli import main
 from pal_core.rank.ranking import (ImageEntry, RankSettings, batches_by_size, decode_in_background, iter_image_entries,
-                              parse_shard, rank_images, shard_of)
+                                   parse_shard, rank_images, shard_of)
 from pal_core.rank.scores import (RecordWriter, ScoreFileError, export_ranking, iter_records, rank_records, read_export,
-                             records_path_for, repair_torn_tail)
+                                  records_path_for, repair_torn_tail)
 from pal_core.rank.selection import SheetLayout, contact_sheet, copy_best, select_best
 
 

@@ -35,8 +35,8 @@ INPUTS = WORKFLOWS / "input"
 sys.path.insert(0, str(ROOT))
 
 from pal_core import atomic, load_detector  # noqa: E402
-from pal_core.train.artifacts import ARTIFACT_KINDS, apply_artifact, random_region  # noqa: E402
 from pal_core.imageio import overlay, read_image  # noqa: E402
+from pal_core.train.artifacts import ARTIFACT_KINDS, apply_artifact, random_region  # noqa: E402
 from pal_core.workflow import installed_registry, run_workflow  # noqa: E402
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from ..train.evaluation import evaluate_detector, write_json
 from ..detect.masks import check_threshold
+from ..train.evaluation import evaluate_detector, write_json
 from ..train.segmentation_data import DatasetLayoutError
 from .common import add_model_arguments, load_detector_from_args
 

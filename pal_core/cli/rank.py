@@ -9,11 +9,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..rank.ranking import RankSettings, check_inputs, parse_shard, rank_images
 from ..imageio import write_png
 from ..outputs import check_output_file, check_output_folder, describe_os_error
+from ..rank.ranking import RankSettings, check_inputs, parse_shard, rank_images
 from ..rank.scores import (ScoreFileError, check_record_file, export_format, export_ranking, rank_records, record_lock,
-                      records_path_for, require_pyarrow)
+                           records_path_for, require_pyarrow)
 from ..rank.selection import SheetLayout, contact_sheet, copy_best, select_best
 from .common import add_model_arguments, load_detector_from_args
 

@@ -23,8 +23,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..atomic import atomic_path
-from ..models import build_model
 from ..detect.preprocess import Preprocess
+from ..models import build_model
 
 FORMAT = "detector/1"
 

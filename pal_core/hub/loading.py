@@ -26,13 +26,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import catalogue, model_store
-from .checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file
 from ..detect.detector import Detector, DetectorInfo
 from ..detect.devices import is_auto, resolve_device, resolve_dtype
+from ..detect.preprocess import Preprocess
 from ..models.fusion import fuse_conv_bn
 from ..models.swin_upernet import CheckpointMismatch, from_mmseg_checkpoint, is_mmseg_swin_upernet
-from ..detect.preprocess import Preprocess
+from . import catalogue, model_store
+from .checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file
 from .resources import WEIGHTS_ENV, weights_dirs  # noqa: F401  (WEIGHTS_ENV: part of this module's API)
 from .torchscript import TorchScriptReadError, read_torchscript_weights
 

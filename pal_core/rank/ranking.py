@@ -20,8 +20,8 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
-from ..imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 from ..detect.masks import check_threshold
+from ..imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 from .scores import ExistingScores, RecordWriter, ScoreFileError, path_hash, read_existing
 from .selection import NOT_FINITE
 

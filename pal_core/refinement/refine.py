@@ -14,13 +14,13 @@ from typing import Protocol, Sequence
 
 import torch
 
+from ..detect.detector import ProgressCallback
+from ..detect.masks import (OFFICIAL_ITERATIONS, OFFICIAL_KERNEL, binarize, check_threshold, connected_components,
+                            dilate_like_official, par)
 from .composite import DEFAULT_FEATHER, DEFAULT_GROW, composite
 from .crops import (DEFAULT_MIN_SIDE, DEFAULT_MULTIPLE, DEFAULT_RESOLUTION, DEFAULT_ZOOM, CropPlan, clip_box,
                     plan_crops)
-from ..detect.detector import ProgressCallback
 from .inpainters.base import Inpainter
-from ..detect.masks import (OFFICIAL_ITERATIONS, OFFICIAL_KERNEL, binarize, check_threshold, connected_components,
-                    dilate_like_official, par)
 
 
 class ArtifactDetector(Protocol):

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..imageio import IMAGE_SUFFIXES
 from ..detect.preprocess import Preprocess
+from ..imageio import IMAGE_SUFFIXES
 
 IGNORE_INDEX = 255  # label value of padding: no loss, no metric
 ROOT_TASK = "all"

@@ -26,9 +26,9 @@ import numpy as np
 from PIL import Image
 
 from .. import atomic
+from ..imageio import write_png
 from .artifacts import ARTIFACT_KINDS, synthesize
 from .clean_sources import CleanImage
-from ..imageio import write_png
 
 SIZE = 512
 
