@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from ..atomic import remove_stale_temporaries
-from ..imageio import ImageReadError, list_images, overlay, read_image, write_png
 from ..detect.masks import binarize, check_threshold, par
-from ..outputs import (check_output_folder, describe_os_error, is_fatal_write_error, is_output_of, made_from_text,
+from ..imageio import ImageReadError, list_images, overlay, read_image, write_png
+from ..outputs import (check_output_folder, describe_os_error, is_output_of, made_from_text,
                        outputs_that_are_inputs)
 from ..refinement.refine import plan_regions
 from ..sheets import SheetRow, detect_row, draw_sheet
@@ -112,10 +112,7 @@ def run(args: argparse.Namespace) -> int:
             record, prob, mask = detect_one(detector, path, image, args, done)
         except OSError as error:
             console.error(f"could not write the outputs of {path} ({describe_os_error(error)})")
-            if is_fatal_write_error(error):
-                console.error("stopped; every output written so far is complete. Free space or fix the folder, "
-                              "then run the same command again to continue")
-                console.close()
+            if console.stopped_by(error):
                 return 1
             write_failures += 1
             console.image_done()

@@ -18,13 +18,13 @@ import numpy as np
 
 from .. import atomic
 from ..atomic import remove_stale_temporaries
-from ..refinement.crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
 from ..hub.download import DownloadError
-from ..imageio import ImageReadError, list_images, read_image, to_uint8, write_png
-from ..refinement.inpainters import DEFAULT, FALLBACK, SPECS, available_weight_free, default_weight_free, make_inpainter
 from ..hub.loading import load_detector
-from ..outputs import (check_output_folder, describe_os_error, is_fatal_write_error, is_output_of, made_from_text,
+from ..imageio import ImageReadError, list_images, read_image, to_uint8, write_png
+from ..outputs import (check_output_folder, describe_os_error, is_output_of, made_from_text,
                        outputs_that_are_inputs)
+from ..refinement.crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
+from ..refinement.inpainters import DEFAULT, FALLBACK, SPECS, available_weight_free, default_weight_free, make_inpainter
 from ..refinement.refine import RefineOptions, refine
 from ..sheets import SheetRow, draw_sheet, fix_row
 from ..verdicts import FixTally, fix_line
@@ -120,10 +120,7 @@ def run(args: argparse.Namespace) -> int:
         except OSError as error:
             tally.add_failure()
             console.error(f"{path}: {describe_os_error(error)}")
-            if is_fatal_write_error(error):
-                console.error("stopped; every output written so far is complete. Free space or fix the folder, "
-                              "then run the same command again to continue")
-                console.close()
+            if console.stopped_by(error):
                 return 1
         except (ImageReadError, FileExistsError, ValueError, RuntimeError) as error:  # one bad file, not the run
             tally.add_failure()

@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import atomic
+from ..detect.preprocess import Preprocess
 from ..hub.checkpoint import DetectorCheckpoint, read_detector_file, save_detector_file
 from .evaluation import PixelCounts
-from ..detect.preprocess import Preprocess
 from .segmentation_data import (IGNORE_INDEX, CropSettings, PositionSampler, Sample, TrainingCrops, WholeImages,
                                 list_samples, read_sample_label)
 
@@ -79,7 +79,8 @@ def finetune_recipe(**overrides) -> Recipe:
     """PAL4VST's fine-tuning recipe: AdamW 6e-5, betas (0.9, 0.999), wd 0.01, head x10, cross entropy,
     random resize 0.5-2.0 of the 512 input, crop 512, flip, batch 8, linear warm-up then poly decay."""
     values = dict(lr=6e-5, head_lr_mult=10.0, betas=(0.9, 0.999), weight_decay=0.01, dice_weight=0.0,
-                  crop_size=512, scale_range=(0.5, 2.0), batch_size=8, warmup_steps=1500, steps=16000)
+                  crop_size=512, scale_range=(0.5, 2.0), batch_size=8, warmup_steps=1500, steps=16000,
+                  val_every=500, val_limit=None, save_every=100, workers=2)
     values.update(overrides)
     values["warmup_steps"] = min(values["warmup_steps"], max(1, values["steps"] // 10))
     return Recipe(**values)
