@@ -64,7 +64,7 @@ GROUP_COLOURS = ["#3f789e", "#8A8", "#b06634", "#a1309b"]
 # ------------------------------------------------------------------------------------ the graphs
 
 DETECTOR = {"class_type": "PALLoadDetector", "_meta": {"title": "Artifact detector"},
-            "inputs": {"model": "default", "device": "auto", "precision": "fp32", "input_size": 512,
+            "inputs": {"model": "default", "device": "auto", "precision": "auto", "input_size": -1,
                        "download_if_missing": False, "allow_torchscript": False}}
 OPENCV = {"class_type": "PALLoadOpenCVInpainter", "inputs": {"method": "telea", "radius": 0.0}}
 POSITIVE_TEXT = "a golden retriever puppy running on a city sidewalk at sunset, detailed fur, sharp focus"
