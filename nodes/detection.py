@@ -9,7 +9,7 @@ import torch
 
 from pal_core import Detector, load_detector
 from pal_core.detect.devices import PRECISIONS
-from pal_core.detect.masks import binarize, par_of_probability
+from pal_core.detect.masks import DEFAULT_THRESHOLD, binarize, par_of_probability
 from pal_core.hub import catalogue
 from pal_core.hub.loading import MODEL_INPUT_SIZE, default_model_notice, locate_model
 from pal_core.imageio import overlay
@@ -26,7 +26,7 @@ MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
 DETECT_CATEGORY = "PAL/detect"
 RANK_CATEGORY = "PAL/rank"
 DEVICE = (["auto", "cpu", "cuda"], {"default": "auto", "tooltip": "auto: ComfyUI's device (the GPU when there is one)."})
-THRESHOLD = ("FLOAT", {"default": 0.5, "min": 0.0, "max": 0.99, "step": 0.01,
+THRESHOLD = ("FLOAT", {"default": DEFAULT_THRESHOLD, "min": 0.0, "max": 0.99, "step": 0.01,
                        "tooltip": "Probability above which a pixel counts as an artifact (PAL4VST: 0.5)."})
 
 

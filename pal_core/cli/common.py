@@ -10,6 +10,7 @@ import torch
 
 from ..detect.detector import Detector
 from ..detect.devices import PRECISIONS
+from ..detect.masks import DEFAULT_THRESHOLD
 from ..hub.checkpoint import CheckpointError
 from ..hub.download import DownloadError
 from ..hub.loading import MODEL_INPUT_SIZE, ModelNotFoundError, load_detector
@@ -60,6 +61,11 @@ def load_detector_from_args(args: argparse.Namespace) -> Detector | None:
     except (ModelNotFoundError, CheckpointError, DownloadError, ValueError) as error:
         print(f"pal {args.command}: {error}", file=sys.stderr)
         return None
+
+
+def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help=f"probability above which a pixel is an artifact (default: {DEFAULT_THRESHOLD})")
 
 
 def add_run_control_arguments(parser: argparse.ArgumentParser) -> None:

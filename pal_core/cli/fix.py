@@ -28,7 +28,7 @@ from ..refinement.inpainters import DEFAULT, FALLBACK, SPECS, available_weight_f
 from ..refinement.refine import RefineOptions, refine
 from ..sheets import SheetRow, draw_sheet, fix_row
 from ..verdicts import FixTally, fix_line
-from .common import SHEET_MAX_ROWS, add_model_arguments, sheet_problem
+from .common import SHEET_MAX_ROWS, add_model_arguments, add_threshold_argument, sheet_problem
 from .console import Console
 
 
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="region i of an image uses seed + i (default: 0)")
     parser.add_argument("--diffusers-config", default=None, metavar="FOLDER",
                         help="diffusers: a local pipeline folder with the configs a single checkpoint file needs")
-    parser.add_argument("--threshold", type=float, default=0.5, help="artifact probability threshold (default: 0.5)")
+    add_threshold_argument(parser)
     parser.add_argument("--zoom", type=float, default=DEFAULT_ZOOM,
                         help=f"crop side / region's longest side (default: {DEFAULT_ZOOM}, the paper)")
     parser.add_argument("--min-side", type=int, default=DEFAULT_MIN_SIDE, help=f"smallest crop side in pixels (default: {DEFAULT_MIN_SIDE})")

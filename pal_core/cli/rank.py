@@ -15,7 +15,7 @@ from ..rank.ranking import RankSettings, check_inputs, parse_shard, rank_images
 from ..rank.scores import (ScoreFileError, check_record_file, export_format, export_ranking, rank_records, record_lock,
                            records_path_for, require_pyarrow)
 from ..rank.selection import SheetLayout, contact_sheet, copy_best, select_best
-from .common import add_model_arguments, load_detector_from_args
+from .common import add_model_arguments, add_threshold_argument, load_detector_from_args
 
 DEFAULT_OUT = "scores.jsonl"
 
@@ -33,7 +33,7 @@ def register(subparsers) -> None:
     add_model_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
                         help=f"scores file, .jsonl, .csv or .parquet (default {DEFAULT_OUT})")
-    parser.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is an artifact")
+    add_threshold_argument(parser)
     parser.add_argument("--batch-size", type=int, default=8, help="images per network call (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2; 0: none)")
     parser.add_argument("--top-k", type=int, help="select the K best images (for --copy-best, --sheet, stdout)")

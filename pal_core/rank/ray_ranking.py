@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..detect.masks import DEFAULT_THRESHOLD
 from ..hub.loading import MODEL_INPUT_SIZE, load_detector
 from .ranking import (ImageEntry, RankSettings, RankSummary, check_resumable, decode_entry, detector_settings,
                       pending_entries, score_batch)
@@ -50,7 +51,7 @@ class ParScorer:
     """
 
     def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = "auto",
-                 input_size: int | None | str = MODEL_INPUT_SIZE, threshold: float = 0.5, batch_size: int = 8,
+                 input_size: int | None | str = MODEL_INPUT_SIZE, threshold: float = DEFAULT_THRESHOLD, batch_size: int = 8,
                  trust_code: bool = False):
         self.detector = load_detector(model, device=device, dtype=dtype, input_size=input_size,
                                       batch_size=batch_size, trust_code=trust_code)

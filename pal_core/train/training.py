@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import atomic
+from ..detect.masks import DEFAULT_THRESHOLD
 from ..detect.preprocess import Preprocess
 from ..hub.checkpoint import DetectorCheckpoint, read_detector_file, save_detector_file
 from .evaluation import PixelCounts
@@ -164,7 +165,7 @@ def soft_dice_loss(prob: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model: nn.Module, samples, preprocess: Preprocess, device: torch.device, threshold: float = 0.5
+def validate(model: nn.Module, samples, preprocess: Preprocess, device: torch.device, threshold: float = DEFAULT_THRESHOLD
              ) -> dict:
     """Artifact IoU, mIoU and clean-image PAR of `model` on whole images, per task and overall."""
     was_training = model.training
