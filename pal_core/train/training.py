@@ -20,9 +20,9 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import atomic
+from ..config import SavedConfig
 from ..detect.masks import DEFAULT_THRESHOLD
 from ..detect.preprocess import Preprocess
 from ..hub.checkpoint import DetectorCheckpoint, read_detector_file, save_detector_file
@@ -42,7 +43,11 @@ ENCODER_PREFIXES = ("encoder.", "backbone.")  # pretrained parts, trained at the
 
 
 @dataclass
-class Recipe:
+class Recipe(SavedConfig):
+    """How a detector is trained; saved in its run folder so that `--resume` continues with the same."""
+
+    SKIPS_UNKNOWN_KEYS: ClassVar[bool] = True  # a run folder of another version resumes with what this one knows
+
     # Defaults: the recipe that trained the shipped weights/pal_lite.safetensors (66 min, 2-core CPU, 1 thread).
     steps: int = 4000
     batch_size: int = 8
@@ -66,14 +71,6 @@ class Recipe:
     freeze_batchnorm: bool = False
     train_split: str = "train"
     val_split: str = "val"
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "Recipe":
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in cls.__dataclass_fields__}
-        return cls(**fixed)
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 def finetune_recipe(**overrides) -> Recipe:
