@@ -85,7 +85,7 @@ def worker(args) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from pal_core.devices import precision_name, resolve_dtype
+    from pal_core.detect.devices import precision_name, resolve_dtype
     from pal_core.models.swin_upernet import SwinUPerNet
 
     impl, rest = args.worker.split(":")
@@ -177,9 +177,9 @@ def main() -> None:
         print(json.dumps(worker(args)))
         return
 
-    from pal_core.devices import cpu_has_bf16_units, resolve_device, resolve_dtype
+    from pal_core.detect.devices import cpu_has_bf16_units, resolve_device, resolve_dtype
     from pal_core.imageio import read_image
-    from pal_core.preprocess import Preprocess
+    from pal_core.detect.preprocess import Preprocess
 
     mmseg_python = args.mmseg_python or (sys.executable if _importable("mmseg") else None)
     rows = args.rows or (CUDA_ROWS if args.device.startswith("cuda") else CPU_ROWS)

@@ -4,11 +4,11 @@ Implements "Perceptual Artifacts Localization for Image Synthesis Tasks" (PAL4VS
 Never imports ComfyUI: the node pack in `nodes/` is a thin layer over this package.
 """
 
-from .checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file, save_detector_file
-from .detector import Detector, DetectorInfo
-from .loading import DEFAULT_MODEL, ModelNotFoundError, available_models, load_detector
-from .preprocess import Preprocess
-from .refine import RefineOptions, RefineResult, refine
+from .detect.detector import Detector, DetectorInfo
+from .detect.preprocess import Preprocess
+from .hub.checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file, save_detector_file
+from .hub.loading import DEFAULT_MODEL, ModelNotFoundError, available_models, load_detector
+from .refinement.refine import RefineOptions, RefineResult, refine
 
 __version__ = "0.1.0"
 

@@ -11,12 +11,12 @@ from PIL import Image
 
 from pal_core import DetectorCheckpoint, Preprocess, load_detector, read_detector_file, save_detector_file
 from pal_core.cli import main
-from pal_core.distillation import (DistillationError, DistillSettings, TeacherCache, UserImage, distill,
-                                   distill_recipe, distillation_loss, file_sha256, list_user_images, spearman,
-                                   split_held_out)
 from pal_core.imageio import read_image
 from pal_core.models.lite_fpn import LiteFPN, LiteFPNConfig
-from pal_core.training import segmentation_loss
+from pal_core.train.distillation import (DistillationError, DistillSettings, TeacherCache, UserImage, distill,
+                                         distill_recipe, distillation_loss, file_sha256, list_user_images, spearman,
+                                         split_held_out)
+from pal_core.train.training import segmentation_loss
 
 from conftest import make_tiny_model
 
