@@ -205,6 +205,13 @@ def test_held_out_split_is_fixed_by_content():
     assert {i.key for i in held} <= {i.key for i in split_held_out(more, 0.25)[1]}
 
 
+def test_a_fresh_student_learns_faster_and_learns_its_batchnorm_statistics():
+    trained, fresh = distill_recipe(), distill_recipe(fresh_student=True)
+    assert (trained.lr, trained.freeze_batchnorm) == (1e-4, True)
+    assert (fresh.lr, fresh.freeze_batchnorm) == (2e-4, False)
+    assert distill_recipe(fresh_student=True, lr=5e-5).lr == 5e-5  # what the user gives wins
+
+
 def test_spearman():
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
@@ -238,6 +245,8 @@ def test_cli_distills_and_the_student_works_in_detect_and_rank(scene, tmp_path, 
     assert "mask IoU" in printed and "PAR Spearman" in printed and "faster" in printed
     report = json.loads((tmp_path / "cli_student.agreement.json").read_text())
     assert report["teacher"]["name"] == "tiny_teacher" and "distilled" in report["agreement"]
+    recipe = json.loads((tmp_path / "cli_student.run" / "recipe.json").read_text())
+    assert recipe["lr"] == 1e-4 and recipe["freeze_batchnorm"]  # a student that starts trained
     # Run again: refused, nothing replaced.
     assert main(args) == 2
     assert "already exists" in capsys.readouterr().err

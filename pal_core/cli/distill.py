@@ -61,6 +61,8 @@ def register(subparsers) -> None:
     p.add_argument("--speed-images", type=int, default=settings.speed_images,
                    help="held-out images both models are timed on at the end")
     add_recipe_arguments(p, recipe)
+    # The learning rate follows the student: 1e-4 for one that starts trained, 2e-4 for a fresh one.
+    p.set_defaults(lr=None)
     add_run_control_arguments(p)
     p.set_defaults(func=run)
 
@@ -71,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
     report_path = Path(args.report) if args.report else out.with_name(out.stem + ".agreement.json")
     if report_path.exists() and not args.overwrite:
         return _fail(f"{report_path} already exists; choose another --report or pass --overwrite")
-    recipe = distill_recipe(**recipe_options(args), freeze_batchnorm=args.student not in FRESH_STUDENTS)
+    options = recipe_options(args)
+    if options["lr"] is None:  # not given: the student's own (see distill_recipe)
+        del options["lr"]
+    recipe = distill_recipe(fresh_student=args.student in FRESH_STUDENTS, **options)
     try:
         settings = DistillSettings(threshold=args.threshold, held_out_share=args.held_out, map_size=args.map_size,
                                    synthetic=args.synthetic, synthetic_share=args.synthetic_share,

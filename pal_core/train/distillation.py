@@ -66,12 +66,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pal" / "teacher"
 
 
-def distill_recipe(**overrides) -> Recipe:
+def distill_recipe(fresh_student: bool = False, **overrides) -> Recipe:
     """Defaults for a student that starts from the shipped pal_lite: its crops and loss, a gentler
     learning rate and BatchNorm statistics kept (it already knows what artifacts look like), 1000 steps
-    (~20 min on a 2-core CPU). A student from random weights needs freeze_batchnorm=False."""
+    (~20 min on a 2-core CPU). A fresh student (ImageNet encoder or random weights) learns its BatchNorm
+    statistics and takes `pal train`'s learning rate, 2e-4: it has everything to learn."""
     values = dict(steps=1000, batch_size=8, crop_size=256, scale_range=(0.75, 1.25), lr=1e-4, head_lr_mult=10.0,
                   warmup_steps=50, dice_weight=0.5, val_every=200, val_limit=64, save_every=50, freeze_batchnorm=True)
+    if fresh_student:
+        values.update(lr=2e-4, freeze_batchnorm=False)
     values.update(overrides)
     return Recipe(**values)
 
