@@ -36,7 +36,7 @@ def _load_pal_core():
 
 
 _load_pal_core()
-importlib.import_module("pal_core.resources").register_weights_dir(_FOLDER / "weights")
+importlib.import_module("pal_core.hub.resources").register_weights_dir(_FOLDER / "weights")
 
 if __package__:
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS

@@ -14,7 +14,7 @@ every example picture (workflows/input/*.jpg, at 512x512; computed in the first 
 with the reference row's (mmseg fp32, else ours fp32): all pixels, and the pixels where the reference
 is decided (not within 0.1 of the 0.5 threshold; random weights put many pixels near it).
 
-Rows below fp32 also show what the Detector's precision guard (`pal_core.detector.PrecisionGuard`,
+Rows below fp32 also show what the Detector's precision guard (`pal_core.detect.detector.PrecisionGuard`,
 threshold 0.5) does with them: the largest share of undecided pixels over the pictures, how many
 pictures it sends back to fp32, the mask agreement after that (a picture sent back gets ours fp32's
 map, which the guard's float32 copy computes), and the time per batch with the guard: the row's own
@@ -94,7 +94,7 @@ def worker(args) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from pal_core.devices import precision_name, resolve_dtype
+    from pal_core.detect.devices import precision_name, resolve_dtype
     from pal_core.models.swin_upernet import SwinUPerNet
 
     impl, rest = args.worker.split(":")
@@ -174,7 +174,7 @@ def agreement(reference: list, other: list) -> tuple[float, float, float]:
 def guarded(probs: list, fp32_probs: list) -> tuple[list, list[float], list[bool]]:
     """The maps after the Detector's precision guard at threshold 0.5: those it sends back are fp32's.
     Also each map's undecided share and whether it went back."""
-    from pal_core.detector import PrecisionGuard
+    from pal_core.detect.detector import PrecisionGuard
 
     guard = PrecisionGuard()
     shares = [guard.undecided(prob, 0.5) for prob in probs]
@@ -210,9 +210,9 @@ def main() -> None:
         print(json.dumps(worker(args)))
         return
 
-    from pal_core.devices import cpu_has_bf16_units, resolve_device, resolve_dtype
+    from pal_core.detect.devices import cpu_has_bf16_units, resolve_device, resolve_dtype
     from pal_core.imageio import read_image
-    from pal_core.preprocess import Preprocess
+    from pal_core.detect.preprocess import Preprocess
 
     mmseg_python = args.mmseg_python or (sys.executable if _importable("mmseg") else None)
     rows = args.rows or (CUDA_ROWS if args.device.startswith("cuda") else CPU_ROWS)

@@ -3,7 +3,7 @@
     python benchmarks/inpaint.py [--images 3] [--kinds K ...] [--sizes 0.005 0.02 0.06] [--methods M ...]
 
 Needs the train extra (`pip install -e '.[train]'`: the clean source images) and, for the xphoto
-methods, opencv-contrib (see the README). The synthetic-artifact generator (`pal_core.artifacts`)
+methods, opencv-contrib (see the README). The synthetic-artifact generator (`pal_core.train.artifacts`)
 damages clean held-out images with a fixed set of kinds and sizes, which gives the exact mask and
 the clean original. Each inpainter then repairs the damage the way `pal fix` does (the mask as the
 detector's verdict: dilated, cropped square at 1.5x, zoomed to 512, inpainted, blended back), and is
@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from pal_core import load_detector
-from pal_core.artifacts import ARTIFACT_KINDS, apply_artifact, detailed_point, random_region, random_stroke_region
-from pal_core.clean_sources import find_clean_images
-from pal_core.crops import clip_box
-from pal_core.inpaint_quality import masked_psnr, masked_ssim, repaint
-from pal_core.inpainters import Inpainter, available_weight_free, make_inpainter
-from pal_core.synthetic_data import whole_view
+from pal_core.refinement.crops import clip_box
+from pal_core.refinement.inpaint_quality import masked_psnr, masked_ssim, repaint
+from pal_core.refinement.inpainters import Inpainter, available_weight_free, make_inpainter
+from pal_core.train.artifacts import ARTIFACT_KINDS, apply_artifact, detailed_point, random_region, random_stroke_region
+from pal_core.train.clean_sources import find_clean_images
+from pal_core.train.synthetic_data import whole_view
 
 KINDS = ("inpaint_smear", "melted_warp", "colour_blotch", "garbled_structure", "broken_lines")
 SIZES = (0.005, 0.02, 0.06)  # artifact area / image area (a broken line is as long as it is)

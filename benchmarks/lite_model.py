@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from pal_core import load_detector
-    from pal_core.loading import read_checkpoint
+    from pal_core.hub.loading import read_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,4 +1,4 @@
-"""Throughput and memory of `pal rank` (pal_core.ranking.rank_images) on folders of mixed-size images.
+"""Throughput and memory of `pal rank` (pal_core.rank.ranking.rank_images) on folders of mixed-size images.
 
 1. Images/s for 200 images of mixed sizes and formats at batch sizes 1, 8 and 32 (decoding in 2
    background threads), against the official script's way: one image at a time, decoded in the loop
@@ -62,7 +62,7 @@ def small_random_model(path: Path) -> str:
 def choose_model(requested: str | None, scratch: Path) -> tuple[str | None, str]:
     """(model source, what it is): the shipped default, else --model, else a small random network."""
     from pal_core import ModelNotFoundError
-    from pal_core.loading import resolve_source
+    from pal_core.hub.loading import resolve_source
 
     try:
         return None, f"shipped default ({resolve_source(None).name})"
@@ -79,7 +79,7 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
 
     from pal_core import load_detector
-    from pal_core.ranking import RankSettings, rank_images
+    from pal_core.rank.ranking import RankSettings, rank_images
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -18,11 +18,11 @@ import time
 import torch
 
 from pal_core import Detector, DetectorInfo, load_detector
-from pal_core.composite import composite
-from pal_core.crops import plan_crops
-from pal_core.inpainters import OpenCVInpainter
-from pal_core.masks import binarize, connected_components, dilate_like_official
+from pal_core.detect.masks import binarize, connected_components, dilate_like_official
 from pal_core.models.swin_upernet import SwinUPerNet
+from pal_core.refinement.composite import composite
+from pal_core.refinement.crops import plan_crops
+from pal_core.refinement.inpainters import OpenCVInpainter
 
 
 def synthetic_inputs(size: int, regions: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from pal_core import model_store
+from pal_core.hub import model_store
 from pal_core.workflow.engines import MODELS_ENV  # outside ComfyUI: a folder laid out like ComfyUI's models/
 
 # Inside ComfyUI, its modules are loaded before any custom node. The pack only uses them then, and never

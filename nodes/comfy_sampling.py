@@ -12,7 +12,7 @@ import torch
 import comfy.latent_formats
 import nodes as comfy_nodes  # ComfyUI's nodes.py (a top-level module inside ComfyUI)
 
-from pal_core.inpainters import Inpainter
+from pal_core.refinement.inpainters import Inpainter
 
 
 def training_size(model) -> int:

@@ -7,24 +7,26 @@ from pathlib import Path
 
 import torch
 
-from pal_core import Detector, catalogue, load_detector
-from pal_core.devices import PRECISIONS
-from pal_core.loading import default_model_notice, locate_model
+from pal_core import Detector, load_detector
+from pal_core.detect.devices import PRECISIONS
+from pal_core.detect.masks import DEFAULT_THRESHOLD, binarize, par_of_probability
+from pal_core.hub import catalogue
+from pal_core.hub.loading import MODEL_INPUT_SIZE, default_model_notice, locate_model
 from pal_core.imageio import overlay
 from pal_core.layouts import check_images, check_mask
-from pal_core.masks import binarize, par_of_probability
-from pal_core.selection import NOT_FINITE, rank_by_par
+from pal_core.rank.selection import NOT_FINITE, rank_by_par
 
 from . import comfy_env
 from .display import par_lines, rank_lines, shown
 
 DEFAULT_CHOICE = "default"
+MODEL_SIZE = -1  # input_size widget: the size saved in the model file (older saved workflows hold 512: kept)
 NOT_INSTALLED = " (not installed)"
 MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
 DETECT_CATEGORY = "PAL/detect"
 RANK_CATEGORY = "PAL/rank"
 DEVICE = (["auto", "cpu", "cuda"], {"default": "auto", "tooltip": "auto: ComfyUI's device (the GPU when there is one)."})
-THRESHOLD = ("FLOAT", {"default": 0.5, "min": 0.0, "max": 0.99, "step": 0.01,
+THRESHOLD = ("FLOAT", {"default": DEFAULT_THRESHOLD, "min": 0.0, "max": 0.99, "step": 0.01,
                        "tooltip": "Probability above which a pixel counts as an artifact (PAL4VST: 0.5)."})
 
 
@@ -79,9 +81,10 @@ class PALLoadDetector:
                 "auto: the fastest precision this device runs natively (bf16 on CPUs with AMX/AVX512-BF16 and on "
                 "recent GPUs, fp16 on older GPUs, else fp32); fp32 for exact results. fp16 needs a GPU; a "
                 "TorchScript file run as a program stays fp32.")}),
-            "input_size": ("INT", {"default": 512, "min": 0, "max": 4096, "step": 32,
-                                   "tooltip": "Square size the network runs at (PAL4VST: 512). 0 runs it at each "
-                                              "image's own size (slower, finer masks on large images)."}),
+            "input_size": ("INT", {"default": MODEL_SIZE, "min": MODEL_SIZE, "max": 4096, "step": 32,
+                                   "tooltip": "Square size the network runs at. -1: the size saved in the model "
+                                              "file (PAL4VST and pal-lite: 512; a distilled student: its own). 0: "
+                                              "each image's own size (slower, finer masks on large images)."}),
             "download_if_missing": ("BOOLEAN", {
                 "default": False,
                 "tooltip": "Download a catalogue model that is not installed yet from its authors' link (about "
@@ -110,14 +113,15 @@ class PALLoadDetector:
             source, notice = None, default_model_notice()
         elif name in catalogue.names():
             if download_if_missing and locate_model(name) is None:
-                from pal_core.download import download_model  # the network, only when switched on
+                from pal_core.hub.download import download_model  # the network, only when switched on
                 bar = comfy_env.Progress(1)  # the size is known once the transfer starts
                 download_model(name, show_progress=False, progress=lambda done, total: bar(done, total or done + 1))
             source = name
         else:
             source = comfy_env.model_path(comfy_env.DETECTOR_FOLDER, model)
         torch_device = comfy_env.torch_device() if device == "auto" else device
-        detector = load_detector(source, device=torch_device, dtype=precision, input_size=input_size or None,
+        size = MODEL_INPUT_SIZE if input_size == MODEL_SIZE else input_size or None
+        detector = load_detector(source, device=torch_device, dtype=precision, input_size=size,
                                  trust_code=allow_torchscript)
         lines = [f"{detector.name} ({detector.info.format}, {detector.precision} on {detector.device}) "
                  f"from {detector.info.source}", *([notice] if notice else [])]

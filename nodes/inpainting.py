@@ -1,7 +1,7 @@
 """Inpainter nodes: one loader per kind (OpenCV, diffusers) and ComfyUI Model Inpainter.
 
 All output a PAL_INPAINTER: an object with `inpaint(crops, masks, prompts, seeds)` (see
-`pal_core.inpainters.base.Inpainter`) that Zoom Inpaint and Auto Fix call.
+`pal_core.refinement.inpainters.base.Inpainter`) that Zoom Inpaint and Auto Fix call.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pal_core.inpainters import Inpainter, available_weight_free, make_inpainter
+from pal_core.refinement.inpainters import Inpainter, available_weight_free, make_inpainter
 
 from . import comfy_env
 
@@ -89,13 +89,20 @@ STRENGTH = ("FLOAT", {"default": 0.99, "min": 0.01, "max": 1.0, "step": 0.01,
                       "tooltip": "How much of the masked region is re-noised (1 = all)."})
 
 
-class PALLoadOpenCVInpainter:
-    DESCRIPTION = ("OpenCV's inpainting for Zoom Inpaint and Auto Fix: fills each region from its "
-                   "surroundings. No model, no prompt, fast on any CPU; smooths rather than invents detail.")
+class InpainterNode:
+    """What every inpainter node gives: one PAL_INPAINTER for Zoom Inpaint or Auto Fix."""
+
     CATEGORY = INPAINTERS_CATEGORY
-    FUNCTION = "load"
     RETURN_TYPES = ("PAL_INPAINTER",)
     RETURN_NAMES = ("inpainter",)
+    OUTPUT_TOOLTIPS = ("Connect to Zoom Inpaint or Auto Fix; crops are inpainted at the model's own size "
+                       "(SD 1.x 512, SDXL 1024) unless the node says otherwise.",)
+
+
+class PALLoadOpenCVInpainter(InpainterNode):
+    DESCRIPTION = ("OpenCV's inpainting for Zoom Inpaint and Auto Fix: fills each region from its "
+                   "surroundings. No model, no prompt, fast on any CPU; smooths rather than invents detail.")
+    FUNCTION = "load"
     OUTPUT_TOOLTIPS = ("Connect to Zoom Inpaint or Auto Fix.",)
 
     @classmethod
@@ -115,16 +122,11 @@ class PALLoadOpenCVInpainter:
         return (load_opencv(method, radius),)
 
 
-class PALLoadDiffusersInpainter:
+class PALLoadDiffusersInpainter(InpainterNode):
     DESCRIPTION = ("A Stable Diffusion 1.x/2.x/SDXL inpainting model for Zoom Inpaint and Auto Fix: a diffusers "
                    "pipeline folder from models/diffusers or a checkpoint from models/checkpoints, with its prompt. "
                    "To use a model loaded in ComfyUI instead, use ComfyUI Model Inpainter.")
-    CATEGORY = INPAINTERS_CATEGORY
     FUNCTION = "load"
-    RETURN_TYPES = ("PAL_INPAINTER",)
-    RETURN_NAMES = ("inpainter",)
-    OUTPUT_TOOLTIPS = ("Connect to Zoom Inpaint or Auto Fix; crops are inpainted at the model's own size "
-                       "(SD 1.x 512, SDXL 1024) unless the node says otherwise.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -158,14 +160,12 @@ class PALLoadDiffusersInpainter:
                                guidance=guidance, strength=strength),)
 
 
-class PALLoadInpainter:
+class PALLoadInpainter(InpainterNode):
     DESCRIPTION = ("Deprecated: use Load OpenCV Inpainter or Load Diffusers Inpainter (each shows only the "
                    "settings it uses). Kept so saved workflows load.")
     DEPRECATED = True
     CATEGORY = DEPRECATED_CATEGORY
     FUNCTION = "load"
-    RETURN_TYPES = ("PAL_INPAINTER",)
-    RETURN_NAMES = ("inpainter",)
     OUTPUT_TOOLTIPS = ("Connect to Zoom Inpaint or Auto Fix.",)
 
     @classmethod
@@ -192,15 +192,10 @@ class PALLoadInpainter:
                                guidance=guidance, strength=strength),)
 
 
-class PALComfyInpainter:
+class PALComfyInpainter(InpainterNode):
     DESCRIPTION = ("Inpaints each crop with your own checkpoint through ComfyUI's sampler (inpainting or normal "
                    "models): MODEL and VAE from a checkpoint loader, conditioning from CLIP Text Encode.")
-    CATEGORY = INPAINTERS_CATEGORY
     FUNCTION = "make"
-    RETURN_TYPES = ("PAL_INPAINTER",)
-    RETURN_NAMES = ("inpainter",)
-    OUTPUT_TOOLTIPS = ("Connect to Zoom Inpaint or Auto Fix; crops are inpainted at the model's own size "
-                       "(SD 1.x 512, SDXL 1024) unless the node says otherwise.",)
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from pal_core import Detector
-from pal_core.composite import DEFAULT_FEATHER, DEFAULT_GROW, composite
-from pal_core.crops import DEFAULT_RESOLUTION, DEFAULT_ZOOM, CropPlan, clip_box
-from pal_core.inpainters import Inpainter
+from pal_core.detect.masks import OFFICIAL_ITERATIONS, binarize
 from pal_core.layouts import check_images, check_mask
-from pal_core.masks import OFFICIAL_ITERATIONS, binarize
-from pal_core.refine import RefineOptions, inpaint_each, plan_regions, refine
+from pal_core.refinement.composite import DEFAULT_FEATHER, DEFAULT_GROW, composite
+from pal_core.refinement.crops import DEFAULT_RESOLUTION, DEFAULT_ZOOM, CropPlan, clip_box
+from pal_core.refinement.inpainters import Inpainter
+from pal_core.refinement.refine import RefineOptions, inpaint_each, plan_regions, refine
 from pal_core.verdicts import fix_summary, inpaint_line
 
 from . import comfy_env
@@ -150,18 +150,14 @@ class PALZoomInpaintV2:
         return inpaint_crops(crops, crop_masks, inpainter, "", seed, crop_plan)
 
 
-class PALZoomInpaint:
+class PALZoomInpaint(PALZoomInpaintV2):
     DESCRIPTION = "Deprecated: use Zoom Inpaint (prompts are now set on the inpainter). Kept so saved workflows load."
     DEPRECATED = True
     CATEGORY = DEPRECATED_CATEGORY
-    FUNCTION = "inpaint"
-    RETURN_TYPES = PALZoomInpaintV2.RETURN_TYPES
-    RETURN_NAMES = PALZoomInpaintV2.RETURN_NAMES
-    OUTPUT_TOOLTIPS = PALZoomInpaintV2.OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
-        inputs = PALZoomInpaintV2.INPUT_TYPES()
+        inputs = super().INPUT_TYPES()
         required = inputs["required"]
         return {"required": {"crops": required["crops"], "crop_masks": required["crop_masks"],
                              "inpainter": required["inpainter"], "prompt": PROMPT, "seed": SEED},
@@ -257,19 +253,15 @@ class PALAutoFixV2:
                         redetect)
 
 
-class PALAutoFix:
+class PALAutoFix(PALAutoFixV2):
     DESCRIPTION = ("Deprecated: use Auto Fix Artifacts (prompts are now set on the inpainter, and the crop size "
                    "follows the model). Kept so saved workflows load.")
     DEPRECATED = True
     CATEGORY = DEPRECATED_CATEGORY
-    FUNCTION = "fix"
-    RETURN_TYPES = PALAutoFixV2.RETURN_TYPES
-    RETURN_NAMES = PALAutoFixV2.RETURN_NAMES
-    OUTPUT_TOOLTIPS = PALAutoFixV2.OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
-        new = PALAutoFixV2.INPUT_TYPES()["required"]
+        new = super().INPUT_TYPES()["required"]
         return {"required": {"images": new["images"], "detector": new["detector"], "inpainter": new["inpainter"],
                              "prompt": PROMPT, "seed": SEED, "threshold": THRESHOLD, "zoom": ZOOM,
                              "target_size": TARGET_SIZE, "feather": FEATHER, "color_match": COLOR_MATCH,

@@ -2,13 +2,28 @@
 
 Implements "Perceptual Artifacts Localization for Image Synthesis Tasks" (PAL4VST, ICCV 2023).
 Never imports ComfyUI: the node pack in `nodes/` is a thin layer over this package.
+
+One concept a sub-package, lowest first; a module imports only from its own floor or below
+(tests/test_import_graph.py), so data flows one way: image -> detector -> mask -> crop plan ->
+inpainter -> composite.
+    atomic, config, imageio, outputs, layouts   files, saved settings, tensor layouts
+    models/       the networks: Swin + UPerNet (mmseg converter beside it), PAL-lite, conv+BN folding
+    detect/       Detector: input contract, device and precision, memory, masks and PAR
+    hub/          model files: our format, every other a user may have, catalogue, downloads
+    refinement/   zoom-in refinement: crop plan, inpainters, composite, refine()
+    rank/         PAR over image sets: streaming scorer, score files, selection
+    train/        synthetic data, training, distillation, evaluation
+    verdicts, sheets                            what a person reads after a run
+    workflow/     the headless runner
+    cli/          the `pal` command
+The names below are the public API.
 """
 
-from .checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file, save_detector_file
-from .detector import Detector, DetectorInfo
-from .loading import DEFAULT_MODEL, ModelNotFoundError, available_models, load_detector
-from .preprocess import Preprocess
-from .refine import RefineOptions, RefineResult, refine
+from .detect.detector import Detector, DetectorInfo
+from .detect.preprocess import Preprocess
+from .hub.checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file, save_detector_file
+from .hub.loading import DEFAULT_MODEL, ModelNotFoundError, available_models, load_detector
+from .refinement.refine import RefineOptions, RefineResult, refine
 
 __version__ = "0.1.0"
 

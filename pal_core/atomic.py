@@ -48,6 +48,9 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     try:
         yield tmp
         _fsync_file(tmp)
+        # What open() would give (0666 less the umask): some writers (safetensors) create their file 0600,
+        # which would hide a model or an image from the user's other accounts and services.
+        os.chmod(tmp, 0o666 & ~_umask())
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -102,6 +105,19 @@ def _move_without_replacing(tmp: Path, path: Path) -> None:
         if os.path.lexists(path):
             raise FileExistsError(exists_message(path)) from None
         os.replace(tmp, path)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the platform says (Linux), else by setting it back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_file(path: Path) -> None:

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .crops import clip_box
 from .imageio import overlay, to_uint8
+from .refinement.crops import clip_box
 
 KEPT = (60, 200, 90)
 REJECTED = (230, 60, 60)

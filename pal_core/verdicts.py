@@ -14,6 +14,9 @@ import torch
 OFFICIAL_MODEL = "pal4vst-unified"
 OFFICIAL_MODEL_HINT = (f"the official PAL4VST model finds more (`pal download {OFFICIAL_MODEL}`; once installed "
                        "it is the default)")
+# The same advice on a node names the node's widgets, never command-line options.
+OFFICIAL_MODEL_NODE_HINT = (f"the official PAL4VST model finds more (choose {OFFICIAL_MODEL} on Load Artifact "
+                            "Detector with download_if_missing on)")
 
 
 def region_verdict(region: dict) -> str:
@@ -51,9 +54,11 @@ def detect_line(name: str, record: dict, regions: int | None = None) -> str:
     return f"{name}: PAR {record['par']:.4f}{found}, highest artifact probability {record['max_prob']:.2f}{where}"
 
 
-def official_model_hint(detector: str) -> str:
+def official_model_hint(detector: str, on_node: bool = False) -> str:
     """'; the official model finds more (...)' unless the detector is an official one already."""
-    return "" if detector.startswith("pal4vst") else "; " + OFFICIAL_MODEL_HINT
+    if detector.startswith("pal4vst"):
+        return ""
+    return "; " + (OFFICIAL_MODEL_NODE_HINT if on_node else OFFICIAL_MODEL_HINT)
 
 
 @dataclass
@@ -64,6 +69,7 @@ class FixTally:
     inpainter: str
     other_inpainters: tuple[str, ...] = ()
     detector: str = ""  # its name: the official model is not suggested to its own users
+    on_node: bool = False  # advice names Auto Fix's widgets instead of `pal fix`'s options
     images: int = 0
     improved: int = 0  # at least one fix kept
     rejected: int = 0  # regions found, every fix rejected
@@ -112,27 +118,50 @@ class FixTally:
 
     def advice(self) -> list[str]:
         """What to try when no image improved, by what went wrong."""
+        return self._node_advice() if self.on_node else self._command_advice()
+
+    def _command_advice(self) -> list[str]:
         lines = []
         if self.rejected:
             others = ", ".join(f"--inpainter {name}" for name in self.other_inpainters)
             lines.append(
-                f"nothing was fixed: re-detection found as many artifacts or more after {self.inpainter} repainted "
-                f"each region, so every fix was undone. Try another inpainter ({others + ', ' if others else ''}"
+                f"{self._undone()} Try another inpainter ({others + ', ' if others else ''}"
                 "or diffusers:PATH for real content), --color-match, or --no-redetect to keep the fixes anyway "
                 "and judge them yourself (--sheet FILE draws them side by side)")
         if self.clean:
             lines.append(f"no artifact was found at --threshold {self.threshold}: if you see some, try a lower "
-                         f"threshold (e.g. --threshold {max(0.05, round(self.threshold - 0.2, 2))})"
-                         + official_model_hint(self.detector))
+                         f"threshold (e.g. --threshold {self._lower_threshold()})" + official_model_hint(self.detector))
         if self.skipped:
             lines.append(f"left alone: {self.skip_reasons[0]}; raise --max-area-ratio to fix such images anyway, "
                          "or raise --threshold")
         return lines
 
+    def _node_advice(self) -> list[str]:
+        lines = []
+        if self.rejected:
+            lines.append(
+                f"{self._undone()} Try another inpainter (another method on Load OpenCV Inpainter, or Load Diffusers "
+                "Inpainter / ComfyUI Model Inpainter for real content), color_match on, or redetect off to keep the "
+                "fixes anyway and judge them yourself")
+        if self.clean:
+            lines.append(f"no artifact was found at threshold {self.threshold}: if you see some, set a lower "
+                         f"threshold (e.g. {self._lower_threshold()})" + official_model_hint(self.detector, True))
+        if self.skipped:
+            lines.append(f"left alone: {self.skip_reasons[0]}; raise threshold, or fix such images with "
+                         "Connected-Component Crop (raise its max_area_ratio), Zoom Inpaint and Composite")
+        return lines
+
+    def _undone(self) -> str:
+        return (f"nothing was fixed: re-detection found as many artifacts or more after {self.inpainter} repainted "
+                "each region, so every fix was undone.")
+
+    def _lower_threshold(self) -> float:
+        return max(0.05, round(self.threshold - 0.2, 2))
+
 
 def fix_summary(reports: list[dict], threshold: float, inpainter: str, detector: str = "") -> str:
     """The text a node shows after fixing a batch: a line per image, the counts, advice if nothing helped."""
-    tally = FixTally(threshold, inpainter, detector=detector)
+    tally = FixTally(threshold, inpainter, detector=detector, on_node=True)
     lines = []
     for index, report in enumerate(reports):
         tally.add(report)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pal_core.artifacts import (ARTIFACT_KINDS, MIN_VISIBLE_CHANGE, apply_artifact, random_region,
-                                random_stroke_region, synthesize)
+from pal_core.train.artifacts import (ARTIFACT_KINDS, MIN_VISIBLE_CHANGE, apply_artifact, random_region,
+                                      random_stroke_region, synthesize)
 
 
 def textured_image(size: int = 128, seed: int = 0) -> np.ndarray:
@@ -70,7 +70,7 @@ def test_synthesize_keeps_total_area_and_reports_kinds():
 
 
 def test_detailed_points_fall_where_the_picture_has_structure():
-    from pal_core.artifacts import detailed_point
+    from pal_core.train.artifacts import detailed_point
 
     image = np.full((256, 256, 3), 120, np.uint8)
     image[160:240, 20:100] = np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)
@@ -85,7 +85,7 @@ def test_detailed_points_fall_where_the_picture_has_structure():
 
 
 def test_fused_ghost_shows_the_donor_through_at_partial_opacity():
-    from pal_core.artifacts import fused_ghost
+    from pal_core.train.artifacts import fused_ghost
 
     image = np.full((96, 96, 3), 40, np.uint8)
     donor = np.full((96, 96, 3), 220, np.uint8)
@@ -100,7 +100,7 @@ def test_fused_ghost_shows_the_donor_through_at_partial_opacity():
 
 
 def test_scrambled_structure_keeps_the_colours_but_not_the_layout():
-    from pal_core.artifacts import scrambled_structure
+    from pal_core.train.artifacts import scrambled_structure
 
     image = textured_image(160, seed=4)
     image[60:100] = (200, 40, 40)  # a red band: structure to shred

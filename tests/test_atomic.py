@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import textwrap
 
 import pytest
+import torch
 
 from pal_core import atomic
 
@@ -84,3 +86,18 @@ def test_every_temp_then_rename_in_the_library_goes_through_the_helper():
                 if "os.replace(" in text or ".tmp\"" in text or "os.link(" in text:
                     offenders.append(path)
     assert offenders == []
+
+
+def test_a_written_file_gets_the_permissions_open_would_give(tmp_path):
+    """safetensors creates its files 0600; through atomic_path they get 0666 less the umask, as open() gives."""
+    from safetensors.torch import save_file
+
+    mask = os.umask(0o027)
+    try:
+        with atomic.atomic_path(tmp_path / "model.safetensors") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp))
+        atomic.write_text(tmp_path / "note.txt", "x")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(os.stat(tmp_path / "model.safetensors").st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(tmp_path / "note.txt").st_mode) == 0o640

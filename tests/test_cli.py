@@ -100,7 +100,7 @@ def test_detect_refuses_two_inputs_with_one_stem(capsys, tmp_path, tiny_detector
 
 
 def test_detect_without_a_model_explains(capsys, tmp_path, monkeypatch):
-    from pal_core import loading
+    from pal_core.hub import loading
     monkeypatch.setattr(loading, "DEFAULT_MODEL", "not_installed_model")
     path = tmp_path / "a.png"
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(path)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from pal_core.inpainters import default_weight_free
+from pal_core.refinement.inpainters import default_weight_free
 
 
 

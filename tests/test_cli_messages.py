@@ -13,7 +13,7 @@ from PIL import Image
 
 from pal_core.cli import main
 from pal_core.sheets import SheetStyle, _fit, draw_sheet, fix_row
-from pal_core.verdicts import OFFICIAL_MODEL, FixTally, fix_line, region_verdict
+from pal_core.verdicts import OFFICIAL_MODEL, FixTally, fix_line, fix_summary, region_verdict
 
 
 class Terminal(io.StringIO):
@@ -179,7 +179,7 @@ def test_fix_and_detect_write_sheets_and_refuse_to_overwrite_one(tmp_path, tiny_
 
 def test_without_opencv_contrib_the_default_inpainter_falls_back_and_says_so(
         tmp_path, tiny_detector_file, capsys, monkeypatch):
-    from pal_core import inpainters
+    from pal_core.refinement import inpainters
 
     monkeypatch.setattr(inpainters, "has_xphoto", lambda: False)
     paths = write_images(tmp_path / "in", count=1)
@@ -196,3 +196,24 @@ def test_the_official_model_is_suggested_only_to_those_who_do_not_use_it():
         advice = tally.summary("out")[1]
         assert "no artifact was found at --threshold 0.5" in advice
         assert (f"pal download {OFFICIAL_MODEL}" in advice) == suggested
+
+
+def test_a_node_is_advised_in_its_own_widgets_never_in_command_line_options():
+    rejected = {"region": 0, "artifact_px_before": 12, "artifact_px_after": 1204, "kept": False}
+    reports = [{"par_before": 0.01, "par_after": 0.01, "skipped": None, "regions": [rejected]},
+               {"par_before": 0.0, "par_after": 0.0, "skipped": None, "regions": []},
+               {"par_before": 0.9, "par_after": None, "skipped": "the mask covers 90% of the image", "regions": []}]
+    summary = fix_summary(reports, 0.5, "opencv-ns", "pal_lite")
+    advice = summary.splitlines()[4:]
+    assert len(advice) == 3 and "--" not in summary and "pal download" not in summary
+    assert "every fix was undone" in advice[0] and "color_match on, or redetect off" in advice[0]
+    assert "no artifact was found at threshold 0.5" in advice[1] and "(e.g. 0.3)" in advice[1]
+    assert f"choose {OFFICIAL_MODEL} on Load Artifact Detector with download_if_missing on" in advice[1]
+    assert advice[2].startswith("left alone: the mask covers 90% of the image; raise threshold")
+    # The command line keeps its options, in the same order of advice.
+    tally = FixTally(0.5, "opencv-ns", ("opencv-telea",), detector="pal_lite")
+    for report in reports:
+        tally.add(report)
+    command = tally.summary("out")[1:]
+    assert "--inpainter opencv-telea" in command[0] and "--threshold 0.3" in command[1]
+    assert f"pal download {OFFICIAL_MODEL}" in command[1] and "--max-area-ratio" in command[2]

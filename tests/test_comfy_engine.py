@@ -22,7 +22,7 @@ from PIL import Image
 
 from comfy_host import HOST_ENV, comfy_install  # noqa: F401 (a fixture)
 from pal_core import load_detector
-from pal_core.artifacts import ARTIFACT_KINDS, apply_artifact, random_region
+from pal_core.train.artifacts import ARTIFACT_KINDS, apply_artifact, random_region
 from pal_core.workflow import installed_registry
 from tiny_sd15 import write_tiny_sd15
 

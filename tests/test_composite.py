@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pal_core.composite import blend_weights, color_matched, composite
-from pal_core.crops import plan_crops
-from pal_core.masks import connected_components
+from pal_core.detect.masks import connected_components
+from pal_core.refinement.composite import blend_weights, color_matched, composite
+from pal_core.refinement.crops import plan_crops
 
 
 def make_plan(batch: int = 1, height: int = 96, width: int = 128, resolution: int = 64):

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from pal_core.crops import CropPlan, plan_crops, round_to_multiple, square_box
-from pal_core.masks import connected_components
+from pal_core.detect.masks import connected_components
+from pal_core.refinement.crops import CropPlan, plan_crops, round_to_multiple, square_box
 
 
 def blobs(height: int, width: int, boxes: list[tuple[int, int, int, int]], batch: int = 1, image: int = 0):

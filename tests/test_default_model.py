@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from pal_core import load_detector
-from pal_core.artifacts import ARTIFACT_KINDS, synthesize
+from pal_core.train.artifacts import ARTIFACT_KINDS, synthesize
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "workflows" / "input" / "dog_sdxl_turbo.jpg"
 

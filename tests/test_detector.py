@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from pal_core import load_detector
-from pal_core.detector import artifact_probability
-from pal_core.preprocess import Preprocess
+from pal_core.detect.detector import artifact_probability
+from pal_core.detect.preprocess import Preprocess
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import json
 import pytest
 import torch
 
-from pal_core.inpainters import make_inpainter
-from pal_core.inpainters.diffusers import InpainterLoadError
+from pal_core.refinement.inpainters import make_inpainter
+from pal_core.refinement.inpainters.diffusers import InpainterLoadError
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_pal_fix_runs_a_diffusers_pipeline_folder(tiny_pipeline_dir, tiny_detect
 def test_sdxl_single_files_are_told_apart_by_their_keys(tmp_path):
     from safetensors.torch import save_file
 
-    from pal_core.inpainters.diffusers import _is_sdxl_checkpoint
+    from pal_core.refinement.inpainters.diffusers import _is_sdxl_checkpoint
 
     sdxl, sd = tmp_path / "xl.safetensors", tmp_path / "sd.safetensors"
     save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(1)}, str(sdxl))

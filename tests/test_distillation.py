@@ -11,12 +11,12 @@ from PIL import Image
 
 from pal_core import DetectorCheckpoint, Preprocess, load_detector, read_detector_file, save_detector_file
 from pal_core.cli import main
-from pal_core.distillation import (DistillationError, DistillSettings, TeacherCache, UserImage, distill,
-                                   distill_recipe, distillation_loss, file_sha256, list_user_images, spearman,
-                                   split_held_out)
 from pal_core.imageio import read_image
 from pal_core.models.lite_fpn import LiteFPN, LiteFPNConfig
-from pal_core.training import segmentation_loss
+from pal_core.train.distillation import (DistillationError, DistillSettings, TeacherCache, UserImage, distill,
+                                         distill_recipe, distillation_loss, file_sha256, list_user_images, spearman,
+                                         split_held_out)
+from pal_core.train.training import segmentation_loss
 
 from conftest import make_tiny_model
 
@@ -205,6 +205,13 @@ def test_held_out_split_is_fixed_by_content():
     assert {i.key for i in held} <= {i.key for i in split_held_out(more, 0.25)[1]}
 
 
+def test_a_fresh_student_learns_faster_and_learns_its_batchnorm_statistics():
+    trained, fresh = distill_recipe(), distill_recipe(fresh_student=True)
+    assert (trained.lr, trained.freeze_batchnorm) == (1e-4, True)
+    assert (fresh.lr, fresh.freeze_batchnorm) == (2e-4, False)
+    assert distill_recipe(fresh_student=True, lr=5e-5).lr == 5e-5  # what the user gives wins
+
+
 def test_spearman():
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
@@ -238,6 +245,8 @@ def test_cli_distills_and_the_student_works_in_detect_and_rank(scene, tmp_path, 
     assert "mask IoU" in printed and "PAR Spearman" in printed and "faster" in printed
     report = json.loads((tmp_path / "cli_student.agreement.json").read_text())
     assert report["teacher"]["name"] == "tiny_teacher" and "distilled" in report["agreement"]
+    recipe = json.loads((tmp_path / "cli_student.run" / "recipe.json").read_text())
+    assert recipe["lr"] == 1e-4 and recipe["freeze_batchnorm"]  # a student that starts trained
     # Run again: refused, nothing replaced.
     assert main(args) == 2
     assert "already exists" in capsys.readouterr().err

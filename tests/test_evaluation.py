@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pal_core.evaluation import PixelCounts, evaluate_detector
-from pal_core.segmentation_data import IGNORE_INDEX
+from pal_core.train.evaluation import PixelCounts, evaluate_detector
+from pal_core.train.segmentation_data import IGNORE_INDEX
 
 
 def test_counts_on_hand_made_masks():

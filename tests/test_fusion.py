@@ -46,7 +46,7 @@ def test_folding_refuses_a_training_model():
 
 def test_the_loader_folds_and_the_shipped_model_is_unchanged():
     """The shipped default loads folded; its probabilities equal the unfolded network's to 1e-5."""
-    from pal_core.loading import read_checkpoint
+    from pal_core.hub.loading import read_checkpoint
 
     detector = load_detector(device="cpu", dtype="fp32")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in detector.model.modules())
@@ -55,4 +55,6 @@ def test_the_loader_folds_and_the_shipped_model_is_unchanged():
     images = torch.rand(2, 160, 224, 3, generator=torch.Generator().manual_seed(1))
     x = detector._network_input(list(images))
     with torch.no_grad():
-        torch.testing.assert_close(detector.model(x), unfolded(x), rtol=0, atol=1e-5)
+        # Probabilities, as the docstring says: the logits differ by up to 1.2e-5 on an AVX2-only CPU.
+        folded, saved = detector.model(x).softmax(1), unfolded(x).softmax(1)
+    torch.testing.assert_close(folded, saved, rtol=0, atol=1e-5)

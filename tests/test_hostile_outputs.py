@@ -23,7 +23,7 @@ from PIL import Image
 from pal_core import atomic
 from pal_core.cli import main
 from pal_core.imageio import ImageReadError, read_image
-from pal_core.scores import record_lock
+from pal_core.rank.scores import record_lock
 
 
 def png_header_only(path: Path, width: int, height: int) -> Path:
@@ -176,7 +176,7 @@ def test_a_second_run_is_refused_before_any_work_while_the_first_holds_the_recor
     folder.mkdir()
     image(folder / "a.png")
     out = tmp_path / "scores.jsonl"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pal_core.scores import record_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pal_core.rank.scores import record_lock\n"
                                f"with record_lock({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     try:

@@ -10,8 +10,8 @@ import torch
 
 from pal_core import load_detector
 from pal_core.layouts import LayoutError, check_images, check_mask
-from pal_core.ranking import Decoded, ImageEntry, score_batch
-from pal_core.selection import rank_by_par
+from pal_core.rank.ranking import Decoded, ImageEntry, score_batch
+from pal_core.rank.selection import rank_by_par
 from pal_nodes.detection import PALDetectArtifacts, PALPARScore, PALRankByPAR
 from pal_nodes.refinement import PALComposite, PALConnectedComponentCrop, PALZoomInpaint
 
@@ -121,7 +121,7 @@ def test_good_layouts_pass_and_a_single_mask_gets_its_batch():
 
 
 def test_inpaint_and_composite_check_their_inputs():
-    from pal_core.inpainters import make_inpainter
+    from pal_core.refinement.inpainters import make_inpainter
     with pytest.raises(LayoutError, match="crops has shape"):
         PALZoomInpaint().inpaint(torch.rand(1, 3, 32, 32), torch.rand(1, 32, 32), make_inpainter("opencv"), "", 0)
     crops, crop_masks, plan = PALConnectedComponentCrop().crop(torch.rand(1, 32, 32, 3), torch.zeros(1, 32, 32), 0,

@@ -133,3 +133,54 @@ print(json.dumps({"modules": sorted(sys.modules), "failed": failed}))
     assert "pal_core.workflow.plugins" in loaded and "pal_core.cli.run" in loaded and len(loaded) > 40
     assert [name for name in report["modules"] if forbidden(name)] == []
     assert report["failed"] == {}
+
+
+# pal_core's own floors, lowest first: a module imports only from its own floor or below, so data flows one
+# way (image -> detector -> mask -> crop plan -> inpainter -> composite) and nothing low knows what uses it.
+FLOORS = (
+    {"atomic", "config", "imageio", "outputs", "layouts"},  # files, tensors, saved settings: no model, no policy
+    {"models"},  # networks
+    {"detect"},  # running a network on images
+    {"hub"},  # model files, the catalogue, downloads
+    {"refinement"},  # crop plan, inpainters, composite
+    {"rank"},  # PAR over image sets
+    {"train"},  # data, training, distillation, evaluation
+    {"verdicts", "sheets"},  # what a person reads after a run
+    {"workflow"},  # the headless runner
+    {"cli"},  # the `pal` command
+)
+
+
+def floor_of(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[0] != "pal_core" or len(parts) < 2:
+        return None
+    return next((level for level, names in enumerate(FLOORS) if parts[1] in names), None)
+
+
+def test_every_library_module_has_a_floor():
+    unplaced = sorted(module_name(path) for path in LIBRARY.rglob("*.py")
+                      if path.parent != LIBRARY or path.name != "__init__.py"
+                      if floor_of(module_name(path)) is None
+                      and not module_name(path).startswith(("pal_core.weights", "pal_core.examples")))
+    assert unplaced == []
+
+
+def test_library_modules_import_only_from_their_floor_or_below():
+    offences = []
+    for path in sorted(LIBRARY.rglob("*.py")):
+        module = module_name(path)
+        own = floor_of(module)
+        if own is None:  # pal_core/__init__.py: the public API, re-exported from every floor
+            continue
+        for line, name in imported_names(path.read_text(encoding="utf-8"), module, path.name == "__init__.py"):
+            level = floor_of(name)
+            if level is not None and level > own:
+                offences.append(f"{path.relative_to(ROOT)}:{line} imports {name} from a floor above")
+    assert offences == []
+
+
+def test_the_floor_check_sees_an_upward_import():
+    names = [name for _, name in imported_names("from ..refinement.crops import CropPlan\n",
+                                                "pal_core.detect.detector")]
+    assert floor_of("pal_core.detect.detector") < floor_of(names[0])

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from pal_core.inpaint_quality import masked_psnr, masked_ssim, repaint
-from pal_core import inpainters
-from pal_core.inpainters import Inpainter, available_weight_free, make_inpainter
-from pal_core.refine import RefineOptions
+from pal_core.refinement import inpainters
+from pal_core.refinement.inpaint_quality import masked_psnr, masked_ssim, repaint
+from pal_core.refinement.inpainters import Inpainter, available_weight_free, make_inpainter
+from pal_core.refinement.refine import RefineOptions
 
 
 def case(size: int = 64):

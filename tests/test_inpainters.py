@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pal_core.inpainters import Inpainter, OpenCVInpainter, make_inpainter
+from pal_core.refinement.inpainters import Inpainter, OpenCVInpainter, make_inpainter
 
 
 def holed_crops(count: int = 2, size: int = 48):

@@ -13,7 +13,8 @@ import tomllib
 from pathlib import Path
 
 from comfy_host import ROOT, pack_files
-from pal_core import available_models, resources
+from pal_core import available_models
+from pal_core.hub import resources
 
 EXAMPLE_IMAGE = "dog_sdxl_turbo.jpg"
 DETECT_EXAMPLE = "Detect artifacts in your images"
@@ -69,7 +70,7 @@ print(json.dumps({
     "classes": sorted(module.NODE_CLASS_MAPPINGS),
     "pal_core": pal_core.__file__,
     "models": pal_core.available_models(),
-    "default": str(pal_core.loading.resolve_source(None)),
+    "default": str(pal_core.hub.loading.resolve_source(None)),
     "sys_path_changed": sys.path != path_before,
     "nodes_module": "nodes" in sys.modules,
 }))
@@ -112,7 +113,7 @@ def test_a_wheel_ships_the_model_and_the_examples_and_pal_runs_from_it(tmp_path)
     def pal(*args: str) -> subprocess.CompletedProcess:  # the console script the wheel installs
         return subprocess.run([str(target / "bin" / "pal"), *args], capture_output=True, text=True, cwd=work, env=env)
 
-    where = subprocess.run([sys.executable, "-c", "import pal_core, pal_core.resources as r; "
+    where = subprocess.run([sys.executable, "-c", "import pal_core, pal_core.hub.resources as r; "
                             "print(pal_core.__file__); print(r.examples_dir())"],
                            capture_output=True, text=True, cwd=work, env=env, check=True).stdout.split()
     assert Path(where[0]) == target / "pal_core" / "__init__.py"

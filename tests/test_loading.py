@@ -12,8 +12,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from pal_core import CheckpointError, ModelNotFoundError, load_detector, read_detector_file
-from pal_core import loading
-from pal_core.loading import sniff_format
+from pal_core.hub import loading
+from pal_core.hub.loading import sniff_format
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mmseg"
 

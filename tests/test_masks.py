@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pal_core.masks import _dilate_torch, binarize, connected_components, dilate, dilate_like_official, dilation_radius, par
+from pal_core.detect.masks import (_dilate_torch, binarize, connected_components, dilate, dilate_like_official,
+                                   dilation_radius, par)
 
 
 def test_binarize_is_strictly_above_threshold():

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pal_core import Detector, DetectorInfo, Preprocess
-from pal_core.memory import is_out_of_memory, run_tiled, tile_sizes
+from pal_core.detect.memory import is_out_of_memory, run_tiled, tile_sizes
 
 
 class LocalNet(nn.Module):

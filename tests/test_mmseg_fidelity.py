@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from pal_core import load_detector
+from pal_core.detect.preprocess import Preprocess
 from pal_core.models import swin_upernet
 from pal_core.models.swin_upernet import checkpoint_filter_fn, config_from_mmseg, from_mmseg_checkpoint
-from pal_core.preprocess import Preprocess
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mmseg"
 CONFIGS = ["swin_w12", "swin_w7"]

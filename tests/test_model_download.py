@@ -19,12 +19,12 @@ import torch
 from PIL import Image
 
 from model_host import DriveTunnel, ModelHost, Served
-from pal_core import catalogue, download, installing, loading, model_store
-from pal_core.checkpoint import read_detector_file
 from pal_core.cli import main
-from pal_core.download import DownloadError, download_model
-from pal_core.installing import InstallError, install_file
-from pal_core.loading import ModelNotFoundError, load_detector
+from pal_core.hub import catalogue, download, installing, loading, model_store
+from pal_core.hub.checkpoint import read_detector_file
+from pal_core.hub.download import DownloadError, download_model
+from pal_core.hub.installing import InstallError, install_file
+from pal_core.hub.loading import ModelNotFoundError, load_detector
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mmseg"
 CHECKPOINT = (FIXTURES / "swin_w12.pth").read_bytes()

@@ -63,6 +63,21 @@ def test_loader_lists_models_folder_and_loads(models_dir, detector):
     assert f"(safetensors, {auto.precision} on cpu)" in info  # the precision auto chose is shown
 
 
+def test_the_loader_runs_a_model_at_the_size_saved_in_its_file_by_default(models_dir):
+    """A distilled student saved at 256 runs at 256 from the node as everywhere; older workflows keep theirs."""
+    from conftest import make_tiny_model
+    from pal_core import DetectorCheckpoint, Preprocess, save_detector_file
+
+    save_detector_file(DetectorCheckpoint(make_tiny_model(), "student", Preprocess(input_size=256)),
+                       models_dir / "pal4vst" / "student.safetensors")
+    size = PALLoadDetector.INPUT_TYPES()["required"]["input_size"]
+    assert size[1]["default"] == -1 and size[1]["min"] == -1
+    load = PALLoadDetector().load
+    assert load("student.safetensors", "cpu", "fp32", -1)["result"][0].input_size == 256
+    assert load("student.safetensors", "cpu", "fp32", 512)["result"][0].input_size == 512  # a saved 512 stays 512
+    assert load("student.safetensors", "cpu", "fp32", 0)["result"][0].input_size is None
+
+
 def test_detect_outputs(detector):
     images = torch.rand(3, 48, 64, 3)
     out = PALDetectArtifacts().detect(detector, images, 0.5)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from model_host import ModelHost, Served
-from pal_core import catalogue, loading, model_store
-from pal_core.installing import install_file
-from pal_core.loading import ModelNotFoundError
+from pal_core.hub import catalogue, loading, model_store
+from pal_core.hub.installing import install_file
+from pal_core.hub.loading import ModelNotFoundError
 from pal_nodes import comfy_env
 from pal_nodes.detection import PALLoadDetector
 
@@ -94,7 +94,7 @@ def test_default_says_when_it_falls_back_to_pal_lite(models_dir, monkeypatch):
 
 
 def test_node_reports_name_the_model(models_dir):
-    from pal_core.inpainters import make_inpainter
+    from pal_core.refinement.inpainters import make_inpainter
     from pal_nodes.detection import PALPARScore, PALRankByPAR
     from pal_nodes.refinement import PALAutoFix
 

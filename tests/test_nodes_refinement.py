@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pal_core import load_detector
-from pal_core.inpainters import Inpainter, available_weight_free, default_weight_free
-from pal_core.inpainters.diffusers import DiffusersInpainter
+from pal_core.refinement.inpainters import Inpainter, available_weight_free, default_weight_free
+from pal_core.refinement.inpainters.diffusers import DiffusersInpainter
 from pal_core.verdicts import fix_line
 from pal_nodes import comfy_env, inpainting
 from pal_nodes.inpainting import (PALComfyInpainter, PALLoadDiffusersInpainter, PALLoadInpainter,

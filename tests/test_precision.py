@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pal_core import devices, load_detector
-from pal_core.artifacts import ARTIFACT_KINDS, synthesize
-from pal_core.detector import Detector, PrecisionGuard
+from pal_core import load_detector
+from pal_core.detect import devices
+from pal_core.detect.detector import Detector, PrecisionGuard
+from pal_core.train.artifacts import ARTIFACT_KINDS, synthesize
 
 INPUTS = Path(__file__).resolve().parent.parent / "workflows" / "input"
 

@@ -1,4 +1,4 @@
-"""`pal rank` and pal_core.ranking / scores / selection: resume, crash safety, order, shards, outputs."""
+"""`pal rank` and pal_core.rank.ranking / scores / selection: resume, crash safety, order, shards, outputs."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 from pal_core.cli import main
-from pal_core.ranking import (ImageEntry, RankSettings, batches_by_size, decode_in_background, iter_image_entries,
-                              parse_shard, rank_images, shard_of)
-from pal_core.scores import (RecordWriter, ScoreFileError, export_ranking, iter_records, rank_records, read_export,
-                             records_path_for, repair_torn_tail)
-from pal_core.selection import SheetLayout, contact_sheet, copy_best, select_best
+from pal_core.rank.ranking import (ImageEntry, RankSettings, batches_by_size, decode_in_background, iter_image_entries,
+                                   parse_shard, rank_images, shard_of)
+from pal_core.rank.scores import (RecordWriter, ScoreFileError, export_ranking, iter_records, rank_records, read_export,
+                                  records_path_for, repair_torn_tail)
+from pal_core.rank.selection import SheetLayout, contact_sheet, copy_best, select_best
 
 
 
@@ -335,7 +335,7 @@ def test_ray_engine_gives_the_same_records(folder, tmp_path, tiny_detector_file)
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.data")
     from pal_core import load_detector
-    from pal_core.ray_ranking import rank_with_ray
+    from pal_core.rank.ray_ranking import rank_with_ray
 
     local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
     settings = RankSettings(batch_size=4, threshold=0.55)  # PARs that differ between the images

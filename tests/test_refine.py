@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import pal_core
-from pal_core.inpainters import Inpainter, OpenCVInpainter
-from pal_core.refine import RefineOptions, refine
+from pal_core.refinement.inpainters import Inpainter, OpenCVInpainter
+from pal_core.refinement.refine import RefineOptions, refine
 
 
 class MagentaDetector:

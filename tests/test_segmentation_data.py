@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pal_core.segmentation_data import (IGNORE_INDEX, CropSettings, DatasetLayoutError, list_samples, random_crop,
-                                        read_label)
+from pal_core.train.segmentation_data import (IGNORE_INDEX, CropSettings, DatasetLayoutError, list_samples, random_crop,
+                                              read_label)
 
 
 def test_labels_in_both_conventions(tmp_path):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pal_core.clean_sources import CleanImage
-from pal_core.synthetic_data import SampleSpec, SyntheticConfig, generate_dataset, load_sources, make_sample
+from pal_core.train.clean_sources import CleanImage
+from pal_core.train.synthetic_data import SampleSpec, SyntheticConfig, generate_dataset, load_sources, make_sample
 
 
 def fake_images():
@@ -65,7 +65,7 @@ def test_samples_are_reproducible_and_labels_cover_the_edits():
 
 
 def test_missing_source_packages_name_the_pip_command(monkeypatch):
-    from pal_core import clean_sources
+    from pal_core.train import clean_sources
 
     # Only the missing package: the test must not depend on which of the real ones this machine has.
     monkeypatch.setattr(clean_sources, "REQUIRED_PACKAGES", {"no-such-package-for-pal-tests": "no_such_module_for_pal",
@@ -83,7 +83,7 @@ def test_holdout_split_is_stable_and_keeps_groups_together():
 
 
 def test_photo_share_picks_photos_or_stills_and_falls_back():
-    from pal_core.synthetic_data import SourcePool
+    from pal_core.train.synthetic_data import SourcePool
 
     still, photo = np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 255, np.uint8)
     pool = SourcePool(stills=[still], photos=[photo])
@@ -98,7 +98,7 @@ def test_photo_share_picks_photos_or_stills_and_falls_back():
 
 
 def test_global_look_changes_the_whole_image_but_keeps_it_recognisable():
-    from pal_core.synthetic_data import global_look
+    from pal_core.train.synthetic_data import global_look
 
     image = fake_images()[0].load()
     for seed in range(12):

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from pal_core import CheckpointError, load_detector
-from pal_core.loading import read_checkpoint, sniff_format
-from pal_core.torchscript import TorchScriptReadError, read_torchscript_weights
+from pal_core.hub.loading import read_checkpoint, sniff_format
+from pal_core.hub.torchscript import TorchScriptReadError, read_torchscript_weights
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mmseg"
 
@@ -232,7 +232,7 @@ def test_no_torch_jit_load_outside_the_opt_in():
         for path in root.joinpath(folder).rglob("*.py"):
             calls += [(path.name, line.strip()) for line in path.read_text().splitlines() if "jit.load" in line]
     assert calls == [("loading.py", "return torch.jit.load(str(path), map_location=device)")]
-    text = (root / "pal_core" / "loading.py").read_text()
+    text = (root / "pal_core" / "hub" / "loading.py").read_text()
     program = text[text.index("def _read_torchscript_program"):]
     assert "return torch.jit.load" in program[:program.index("\ndef ", 5)]  # the one call is in that function
     assert text.count("_read_torchscript_program(") == 2  # defined once, called once: after the trust_code check

@@ -9,9 +9,9 @@ from PIL import Image
 
 from pal_core import load_detector, read_detector_file, save_detector_file, DetectorCheckpoint
 from pal_core.cli import main
+from pal_core.detect.preprocess import Preprocess
 from pal_core.models.lite_fpn import LiteFPN, LiteFPNConfig
-from pal_core.preprocess import Preprocess
-from pal_core.training import Recipe, TrainingError, segmentation_loss, train
+from pal_core.train.training import Recipe, TrainingError, segmentation_loss, train
 
 SIZE = 64
 TINY = LiteFPNConfig(channels=8)

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pal_core import read_detector_file, save_detector_file  # noqa: E402
-from pal_core.evaluation import PixelCounts  # noqa: E402
-from pal_core.segmentation_data import WholeImages, list_samples  # noqa: E402
+from pal_core.train.evaluation import PixelCounts  # noqa: E402
+from pal_core.train.segmentation_data import WholeImages, list_samples  # noqa: E402
 
 OFFSETS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 

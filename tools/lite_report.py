@@ -27,8 +27,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pal_core import load_detector  # noqa: E402
-from pal_core.evaluation import evaluate_detector  # noqa: E402
 from pal_core.imageio import list_images, overlay, read_image, write_png  # noqa: E402
+from pal_core.train.evaluation import evaluate_detector  # noqa: E402
 
 
 def video_frames(count: int) -> list[tuple[str, torch.Tensor]]:

@@ -35,8 +35,8 @@ INPUTS = WORKFLOWS / "input"
 sys.path.insert(0, str(ROOT))
 
 from pal_core import atomic, load_detector  # noqa: E402
-from pal_core.artifacts import ARTIFACT_KINDS, apply_artifact, random_region  # noqa: E402
 from pal_core.imageio import overlay, read_image  # noqa: E402
+from pal_core.train.artifacts import ARTIFACT_KINDS, apply_artifact, random_region  # noqa: E402
 from pal_core.workflow import installed_registry, run_workflow  # noqa: E402
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -64,7 +64,7 @@ GROUP_COLOURS = ["#3f789e", "#8A8", "#b06634", "#a1309b"]
 # ------------------------------------------------------------------------------------ the graphs
 
 DETECTOR = {"class_type": "PALLoadDetector", "_meta": {"title": "Artifact detector"},
-            "inputs": {"model": "default", "device": "auto", "precision": "fp32", "input_size": 512,
+            "inputs": {"model": "default", "device": "auto", "precision": "auto", "input_size": -1,
                        "download_if_missing": False, "allow_torchscript": False}}
 OPENCV = {"class_type": "PALLoadOpenCVInpainter", "inputs": {"method": "telea", "radius": 0.0}}
 POSITIVE_TEXT = "a golden retriever puppy running on a city sidewalk at sunset, detailed fur, sharp focus"
@@ -341,7 +341,7 @@ def api_format(graph: dict) -> dict:
 
 def make_artifact_example() -> Image.Image:
     """dog_sdxl_turbo.jpg with three synthetic artifacts (a melted warp and two scrambled/garbled blobs) from
-    pal_core.artifacts, placed on the dog, a window and the street; fixed seed, so the file is reproducible."""
+    pal_core.train.artifacts, placed on the dog, a window and the street; fixed seed, so the file is reproducible."""
     image = np.asarray(Image.open(INPUTS / "dog_sdxl_turbo.jpg").convert("RGB"))
     kinds = {kind.name: kind for kind in ARTIFACT_KINDS}
     rng = np.random.default_rng(1)

@@ -1,2 +1,2 @@
 """Package data, not code: the default detector shipped with the project (installed as pal_core.weights;
-pal_core/resources.py finds it)."""
+pal_core/hub/resources.py finds it)."""

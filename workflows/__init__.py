@@ -1,2 +1,2 @@
 """Package data, not code: example ComfyUI workflows, their API-format twins (api/) and the images they
-load (input/); installed as pal_core.examples (pal_core/resources.py finds them)."""
+load (input/); installed as pal_core.examples (pal_core/hub/resources.py finds them)."""

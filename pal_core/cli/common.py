@@ -6,11 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..checkpoint import CheckpointError
-from ..detector import Detector
-from ..devices import PRECISIONS
-from ..download import DownloadError
-from ..loading import MODEL_INPUT_SIZE, ModelNotFoundError, load_detector
+import torch
+
+from ..detect.detector import Detector
+from ..detect.devices import PRECISIONS
+from ..detect.masks import DEFAULT_THRESHOLD
+from ..hub.checkpoint import CheckpointError
+from ..hub.download import DownloadError
+from ..hub.loading import MODEL_INPUT_SIZE, ModelNotFoundError, load_detector
 from ..outputs import check_output_file, same_file
 
 
@@ -60,6 +63,11 @@ def load_detector_from_args(args: argparse.Namespace) -> Detector | None:
         return None
 
 
+def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help=f"probability above which a pixel is an artifact (default: {DEFAULT_THRESHOLD})")
+
+
 def add_run_control_arguments(parser: argparse.ArgumentParser) -> None:
     """How a training run is run (not what it learns): shared by `pal train` and `pal finetune`."""
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
@@ -68,6 +76,13 @@ def add_run_control_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue the run in --out with its saved recipe (recipe options given now are ignored)")
     parser.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def start_training_run(args: argparse.Namespace) -> None:
+    """Applies `--threads` and `--seed` before anything random or parallel happens."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
 
 
 SHEET_MAX_ROWS = 64  # a contact sheet beyond this many images is too large to look at
@@ -84,17 +99,30 @@ def sheet_problem(sheet: Path, overwrite: bool, inputs: list[Path] = ()) -> str 
     return check_output_file(sheet, "--sheet")
 
 
+RECIPE_OPTIONS = ("steps", "batch_size", "crop_size", "lr", "head_lr_mult", "weight_decay", "warmup_steps",
+                  "dice_weight", "val_every", "val_limit", "save_every", "workers", "seed")
+
+
 def add_recipe_arguments(parser: argparse.ArgumentParser, recipe) -> None:
-    """The training-recipe options `pal train` and `pal distill` share, defaulting to `recipe`'s values."""
+    """The training-recipe options of `pal train`, `pal finetune` and `pal distill`, defaulting to `recipe`'s
+    values (each command's recipe function is the one home of its defaults)."""
     parser.add_argument("--steps", type=int, default=recipe.steps)
     parser.add_argument("--batch-size", type=int, default=recipe.batch_size)
     parser.add_argument("--crop-size", type=int, default=recipe.crop_size)
     parser.add_argument("--lr", type=float, default=recipe.lr, help="encoder learning rate (decoder: x --head-lr-mult)")
     parser.add_argument("--head-lr-mult", type=float, default=recipe.head_lr_mult)
-    parser.add_argument("--warmup-steps", type=int, default=recipe.warmup_steps)
-    parser.add_argument("--dice-weight", type=float, default=recipe.dice_weight)
+    parser.add_argument("--weight-decay", type=float, default=recipe.weight_decay)
+    parser.add_argument("--warmup-steps", type=int, default=recipe.warmup_steps,
+                        help="linear warm-up, then poly decay")
+    parser.add_argument("--dice-weight", type=float, default=recipe.dice_weight,
+                        help="weight of soft Dice added to the cross entropy (0: the paper's loss alone)")
     parser.add_argument("--val-every", type=int, default=recipe.val_every)
     parser.add_argument("--val-limit", type=int, default=recipe.val_limit, help="validate on at most this many images")
     parser.add_argument("--save-every", type=int, default=recipe.save_every)
     parser.add_argument("--workers", type=int, default=recipe.workers, help="data-loading processes")
     parser.add_argument("--seed", type=int, default=recipe.seed)
+
+
+def recipe_options(args: argparse.Namespace) -> dict:
+    """The values of `add_recipe_arguments`' options, as keyword arguments of a training Recipe."""
+    return {name: getattr(args, name) for name in RECIPE_OPTIONS}

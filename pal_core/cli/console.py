@@ -12,6 +12,8 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from ..outputs import is_fatal_write_error
+
 
 class Console:
     def __init__(self, command: str, total: int, quiet: bool = False, stream: TextIO | None = None,
@@ -53,6 +55,16 @@ class Console:
         if self._steps is not None:
             self._steps.close()
         self._bar.close()
+
+    def stopped_by(self, error: OSError) -> bool:
+        """True (having said so and closed the bars) when a write error must end the run: a full disk or a
+        read-only folder fails every image after it. Anything else fails one image, and the run goes on."""
+        if not is_fatal_write_error(error):
+            return False
+        self.error("stopped; every output written so far is complete. Free space or fix the folder, "
+                   "then run the same command again to continue")
+        self.close()
+        return True
 
 
 def _is_terminal(stream: TextIO) -> bool:

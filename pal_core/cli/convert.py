@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, save_detector_file
-from ..loading import ModelNotFoundError, read_checkpoint
+from ..hub.checkpoint import CheckpointError, save_detector_file
+from ..hub.loading import ModelNotFoundError, read_checkpoint
 
 
 def register(subparsers) -> None:

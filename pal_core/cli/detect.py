@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 
 from ..atomic import remove_stale_temporaries
+from ..detect.masks import binarize, check_threshold, par
 from ..imageio import ImageReadError, list_images, overlay, read_image, write_png
-from ..masks import binarize, check_threshold, par
-from ..outputs import (check_output_folder, describe_os_error, is_fatal_write_error, is_output_of, made_from_text,
+from ..outputs import (check_output_folder, describe_os_error, is_output_of, made_from_text,
                        outputs_that_are_inputs)
-from ..refine import plan_regions
+from ..refinement.refine import plan_regions
 from ..sheets import SheetRow, detect_row, draw_sheet
 from ..verdicts import DetectTally, detect_line
-from .common import SHEET_MAX_ROWS, add_model_arguments, load_detector_from_args, sheet_problem
+from .common import SHEET_MAX_ROWS, add_model_arguments, add_threshold_argument, load_detector_from_args, sheet_problem
 from .console import Console
 
 OUTPUT_KINDS = ("mask", "prob", "overlay")
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
                     "<stem>.prob.png (probability as 0..255) and <stem>.overlay.png.")
     parser.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     add_model_arguments(parser)
-    parser.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is an artifact")
+    add_threshold_argument(parser)
     parser.add_argument("--out", type=Path, help="folder for the mask, probability and overlay PNGs")
     parser.add_argument("--sheet", type=Path, metavar="FILE.png",
                         help=f"draw a contact sheet: input, artifacts, probability, regions (first {SHEET_MAX_ROWS} images)")
@@ -112,10 +112,7 @@ def run(args: argparse.Namespace) -> int:
             record, prob, mask = detect_one(detector, path, image, args, done)
         except OSError as error:
             console.error(f"could not write the outputs of {path} ({describe_os_error(error)})")
-            if is_fatal_write_error(error):
-                console.error("stopped; every output written so far is complete. Free space or fix the folder, "
-                              "then run the same command again to continue")
-                console.close()
+            if console.stopped_by(error):
                 return 1
             write_failures += 1
             console.image_done()

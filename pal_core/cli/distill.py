@@ -8,18 +8,17 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from .. import atomic
-from ..checkpoint import CheckpointError, DetectorCheckpoint
-from ..distillation import (DistillationError, DistillSettings, agreement_table, default_cache_dir, distill,
-                            distill_recipe)
-from ..loading import DEFAULT_MODEL, MODEL_INPUT_SIZE, ModelNotFoundError, load_detector, read_checkpoint
+from ..detect.preprocess import Preprocess
+from ..hub.checkpoint import CheckpointError, DetectorCheckpoint
+from ..hub.loading import DEFAULT_MODEL, MODEL_INPUT_SIZE, ModelNotFoundError, load_detector, read_checkpoint
 from ..models.lite_fpn import LiteFPN, PretrainedWeightsError, load_imagenet_encoder
-from ..preprocess import Preprocess
-from ..segmentation_data import DatasetLayoutError
-from ..training import TrainingError
-from .common import add_recipe_arguments, add_run_control_arguments, parse_input_size
+from ..train.distillation import (DistillationError, DistillSettings, agreement_table, default_cache_dir, distill,
+                                  distill_recipe)
+from ..train.segmentation_data import DatasetLayoutError
+from ..train.training import TrainingError
+from .common import (add_recipe_arguments, add_run_control_arguments, parse_input_size, recipe_options,
+                     start_training_run)
 
 FRESH_STUDENTS = ("imagenet", "random")
 
@@ -62,23 +61,22 @@ def register(subparsers) -> None:
     p.add_argument("--speed-images", type=int, default=settings.speed_images,
                    help="held-out images both models are timed on at the end")
     add_recipe_arguments(p, recipe)
+    # The learning rate follows the student: 1e-4 for one that starts trained, 2e-4 for a fresh one.
+    p.set_defaults(lr=None)
     add_run_control_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    start_training_run(args)
     out = Path(args.out)
     report_path = Path(args.report) if args.report else out.with_name(out.stem + ".agreement.json")
     if report_path.exists() and not args.overwrite:
         return _fail(f"{report_path} already exists; choose another --report or pass --overwrite")
-    recipe = distill_recipe(
-        steps=args.steps, batch_size=args.batch_size, crop_size=args.crop_size, lr=args.lr,
-        head_lr_mult=args.head_lr_mult, warmup_steps=args.warmup_steps, dice_weight=args.dice_weight,
-        val_every=args.val_every, val_limit=args.val_limit, save_every=args.save_every, workers=args.workers,
-        seed=args.seed, freeze_batchnorm=args.student not in FRESH_STUDENTS)
+    options = recipe_options(args)
+    if options["lr"] is None:  # not given: the student's own (see distill_recipe)
+        del options["lr"]
+    recipe = distill_recipe(fresh_student=args.student in FRESH_STUDENTS, **options)
     try:
         settings = DistillSettings(threshold=args.threshold, held_out_share=args.held_out, map_size=args.map_size,
                                    synthetic=args.synthetic, synthetic_share=args.synthetic_share,

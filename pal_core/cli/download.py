@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import catalogue, model_store
-from ..download import DownloadError, download_model
+from ..hub import catalogue, model_store
+from ..hub.download import DownloadError, download_model
 
 
 def register(subparsers) -> None:

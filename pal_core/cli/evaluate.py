@@ -6,10 +6,10 @@ import argparse
 import json
 import sys
 
-from ..evaluation import evaluate_detector, write_json
-from ..masks import check_threshold
-from ..segmentation_data import DatasetLayoutError
-from .common import add_model_arguments, load_detector_from_args
+from ..detect.masks import check_threshold
+from ..train.evaluation import evaluate_detector, write_json
+from ..train.segmentation_data import DatasetLayoutError
+from .common import add_model_arguments, add_threshold_argument, load_detector_from_args
 
 
 def register(subparsers) -> None:
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
                     "in the layout of PAL4VST's Table 1.")
     p.add_argument("--data", required=True, help="dataset folder (images/<split>/..., labels/<split>/...)")
     p.add_argument("--split", default="test", help="split folder to evaluate (default: test)")
-    p.add_argument("--threshold", type=float, default=0.5, help="artifact probability threshold (default 0.5)")
+    add_threshold_argument(p)
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

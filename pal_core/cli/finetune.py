@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
-from ..checkpoint import CheckpointError
-from ..devices import resolve_device
-from ..loading import ModelNotFoundError, read_checkpoint, resolve_source
-from ..segmentation_data import DatasetLayoutError
-from ..training import TrainingError, finetune_recipe, train
-from .common import add_run_control_arguments
+from ..detect.devices import resolve_device
+from ..hub.checkpoint import CheckpointError
+from ..hub.loading import ModelNotFoundError, read_checkpoint, resolve_source
+from ..train.segmentation_data import DatasetLayoutError
+from ..train.training import TrainingError, finetune_recipe, train
+from .common import add_recipe_arguments, add_run_control_arguments, recipe_options, start_training_run
 
 
 def register(subparsers) -> None:
@@ -29,31 +27,17 @@ def register(subparsers) -> None:
                                                  "shipped default). The official TorchScript end2end.pt cannot be "
                                                  "trained; use its mmseg .pth")
     p.add_argument("--name", default=None, help="name stored in the checkpoints (default: <model>_finetuned)")
-    p.add_argument("--steps", type=int, default=defaults.steps)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--crop-size", type=int, default=defaults.crop_size)
+    add_recipe_arguments(p, defaults)
     p.add_argument("--min-scale", type=float, default=defaults.scale_range[0])
     p.add_argument("--max-scale", type=float, default=defaults.scale_range[1])
-    p.add_argument("--lr", type=float, default=defaults.lr, help="base (encoder) learning rate")
-    p.add_argument("--head-lr-mult", type=float, default=defaults.head_lr_mult)
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--warmup-steps", type=int, default=1500, help="linear warm-up (at most a tenth of --steps)")
-    p.add_argument("--dice-weight", type=float, default=0.0, help="add soft Dice to the cross entropy (paper: 0)")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--val-split", default="val")
-    p.add_argument("--val-every", type=int, default=500)
-    p.add_argument("--val-limit", type=int, default=None, help="validate on at most this many images")
-    p.add_argument("--save-every", type=int, default=100)
-    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-split", default=defaults.train_split)
+    p.add_argument("--val-split", default=defaults.val_split)
     add_run_control_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    start_training_run(args)
     if not 0 < args.min_scale <= args.max_scale:
         print(f"error: need 0 < --min-scale <= --max-scale, got {args.min_scale}, {args.max_scale}", file=sys.stderr)
         return 2
@@ -63,12 +47,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"pal finetune: {error}", file=sys.stderr)
         return 2
     model = checkpoint.model
-    recipe = finetune_recipe(
-        steps=args.steps, batch_size=args.batch_size, crop_size=args.crop_size,
-        scale_range=(args.min_scale, args.max_scale), lr=args.lr, head_lr_mult=args.head_lr_mult,
-        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, dice_weight=args.dice_weight,
-        val_every=args.val_every, val_limit=args.val_limit, save_every=args.save_every, workers=args.workers,
-        seed=args.seed, train_split=args.train_split, val_split=args.val_split)
+    recipe = finetune_recipe(**recipe_options(args), scale_range=(args.min_scale, args.max_scale),
+                             train_split=args.train_split, val_split=args.val_split)
     name = args.name or f"{checkpoint.name}_finetuned"
     source = f"fine-tuned by `pal finetune` from {resolve_source(args.model)} on {args.data}"
     try:

@@ -18,17 +18,17 @@ import numpy as np
 
 from .. import atomic
 from ..atomic import remove_stale_temporaries
-from ..crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
-from ..download import DownloadError
+from ..hub.download import DownloadError
+from ..hub.loading import load_detector
 from ..imageio import ImageReadError, list_images, read_image, to_uint8, write_png
-from ..inpainters import DEFAULT, FALLBACK, SPECS, available_weight_free, default_weight_free, make_inpainter
-from ..loading import load_detector
-from ..outputs import (check_output_folder, describe_os_error, is_fatal_write_error, is_output_of, made_from_text,
+from ..outputs import (check_output_folder, describe_os_error, is_output_of, made_from_text,
                        outputs_that_are_inputs)
-from ..refine import RefineOptions, refine
+from ..refinement.crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
+from ..refinement.inpainters import DEFAULT, FALLBACK, SPECS, available_weight_free, default_weight_free, make_inpainter
+from ..refinement.refine import RefineOptions, refine
 from ..sheets import SheetRow, draw_sheet, fix_row
 from ..verdicts import FixTally, fix_line
-from .common import SHEET_MAX_ROWS, add_model_arguments, sheet_problem
+from .common import SHEET_MAX_ROWS, add_model_arguments, add_threshold_argument, sheet_problem
 from .console import Console
 
 
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="region i of an image uses seed + i (default: 0)")
     parser.add_argument("--diffusers-config", default=None, metavar="FOLDER",
                         help="diffusers: a local pipeline folder with the configs a single checkpoint file needs")
-    parser.add_argument("--threshold", type=float, default=0.5, help="artifact probability threshold (default: 0.5)")
+    add_threshold_argument(parser)
     parser.add_argument("--zoom", type=float, default=DEFAULT_ZOOM,
                         help=f"crop side / region's longest side (default: {DEFAULT_ZOOM}, the paper)")
     parser.add_argument("--min-side", type=int, default=DEFAULT_MIN_SIDE, help=f"smallest crop side in pixels (default: {DEFAULT_MIN_SIDE})")
@@ -120,10 +120,7 @@ def run(args: argparse.Namespace) -> int:
         except OSError as error:
             tally.add_failure()
             console.error(f"{path}: {describe_os_error(error)}")
-            if is_fatal_write_error(error):
-                console.error("stopped; every output written so far is complete. Free space or fix the folder, "
-                              "then run the same command again to continue")
-                console.close()
+            if console.stopped_by(error):
                 return 1
         except (ImageReadError, FileExistsError, ValueError, RuntimeError) as error:  # one bad file, not the run
             tally.add_failure()

@@ -7,11 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from .. import catalogue, model_store
-from ..checkpoint import CheckpointError
-from ..download import received_bytes
-from ..installing import InstallError, install_file
-from ..loading import ModelNotFoundError, locate_model
+from ..hub import catalogue, model_store
+from ..hub.checkpoint import CheckpointError
+from ..hub.download import received_bytes
+from ..hub.installing import InstallError, install_file
+from ..hub.loading import ModelNotFoundError, locate_model
 
 
 def register(subparsers) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..clean_sources import MissingSourcesError, ensure_packages, find_clean_images
-from ..synthetic_data import SyntheticConfig, generate_dataset
+from ..train.clean_sources import MissingSourcesError, ensure_packages, find_clean_images
+from ..train.synthetic_data import SyntheticConfig, generate_dataset
 
 
 def register(subparsers) -> None:

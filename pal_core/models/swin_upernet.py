@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from ..config import ModelConfig
 from .swin import SwinBackbone
 from .upernet import UPerHead
 

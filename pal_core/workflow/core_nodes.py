@@ -408,28 +408,22 @@ class ImageInvert:
     CATEGORY = "image"
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "invert"
+    INPUT = "image"  # the one input, of the type the node returns
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"image": ("IMAGE",)}}
+        return {"required": {cls.INPUT: cls.RETURN_TYPES}}
 
-    def invert(self, image):
-        return (1.0 - image,)
+    def invert(self, **inputs):
+        return (1.0 - inputs[self.INPUT],)
 
 
 # -------------------------------------------------------------------------------------------- masks
 
-class InvertMask:
+class InvertMask(ImageInvert):
     CATEGORY = "mask"
     RETURN_TYPES = ("MASK",)
-    FUNCTION = "invert"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"mask": ("MASK",)}}
-
-    def invert(self, mask):
-        return (1.0 - mask,)
+    INPUT = "mask"
 
 
 class MaskToImage:

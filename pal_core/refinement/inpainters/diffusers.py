@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..devices import resolve_device, resolve_dtype
+from ...detect.devices import resolve_device, resolve_dtype
 from .base import Inpainter
 
 CHECKPOINT_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin"}

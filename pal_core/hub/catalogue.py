@@ -2,7 +2,7 @@
 
 The official checkpoints are the authors' files on Google Drive. Their repository carries no
 licence, so we never redistribute them: `pal download NAME` fetches them from the authors' link
-on the user's machine (see `pal_core.download`). Drive file ids are those listed in the official
+on the user's machine (see `pal_core.hub.download`). Drive file ids are those listed in the official
 README; we take the PyTorch (mmsegmentation) `.pth` of each, which converts to our `.safetensors`
 without running any code (the TorchScript export is a program).
 
@@ -58,28 +58,22 @@ class CatalogueEntry:
         return f"{self.name}.safetensors"
 
 
-_AUTHORS = "the PAL4VST authors' checkpoint (Google Drive; no licence given: never redistributed, fetched from their link)"
+def _official(name: str, purpose: str, drive_id: str, torchscript_drive_id: str) -> CatalogueEntry:
+    """One of the authors' checkpoints: all share their origin, network and (estimated) size."""
+    return CatalogueEntry(
+        name, purpose, "the PAL4VST authors' checkpoint (Google Drive; no licence given: never redistributed, "
+                       "fetched from their link)",
+        drive_id=drive_id, torchscript_drive_id=torchscript_drive_id, approx_bytes=PAL4VST_APPROX_BYTES,
+        architecture=PAL4VST_ARCHITECTURE)
+
 
 ENTRIES: tuple[CatalogueEntry, ...] = (
-    CatalogueEntry(
-        "pal4vst-unified",
-        "the official detector for images of every synthesis task the paper covers except shadow removal; "
-        "the one to use",
-        _AUTHORS, drive_id="1414RYir0Q58Ix2CKrZoDmA5iilx8Gopb",
-        torchscript_drive_id="1bGjEKquWa4cZJ6v52NoRfViwKK15U7vd",
-        approx_bytes=PAL4VST_APPROX_BYTES, architecture=PAL4VST_ARCHITECTURE),
-    CatalogueEntry(
-        "pal4vst-stylegan2",
-        "the paper's specialist for StyleGAN2-generated images",
-        _AUTHORS, drive_id="1sHWQLwpt1eM36ttjdIdXLQIuLYftJoWR",
-        torchscript_drive_id="1FYId9CSmP0rEE1c-2E7aGaPD0WuRdX6o",
-        approx_bytes=PAL4VST_APPROX_BYTES, architecture=PAL4VST_ARCHITECTURE),
-    CatalogueEntry(
-        "pal4vst-shadow",
-        "the paper's specialist for shadow-removal results (the unified model does not cover them)",
-        _AUTHORS, drive_id="1AOuSwSFwN5X1u6SYni8KehhjFquBpJ6Q",
-        torchscript_drive_id="1omx3lhYNRjJiPY49HoknVUwiy-J0uxcr",
-        approx_bytes=PAL4VST_APPROX_BYTES, architecture=PAL4VST_ARCHITECTURE),
+    _official("pal4vst-unified", "the official detector for images of every synthesis task the paper covers except "
+              "shadow removal; the one to use", "1414RYir0Q58Ix2CKrZoDmA5iilx8Gopb", "1bGjEKquWa4cZJ6v52NoRfViwKK15U7vd"),
+    _official("pal4vst-stylegan2", "the paper's specialist for StyleGAN2-generated images",
+              "1sHWQLwpt1eM36ttjdIdXLQIuLYftJoWR", "1FYId9CSmP0rEE1c-2E7aGaPD0WuRdX6o"),
+    _official("pal4vst-shadow", "the paper's specialist for shadow-removal results (the unified model does not cover "
+              "them)", "1AOuSwSFwN5X1u6SYni8KehhjFquBpJ6Q", "1omx3lhYNRjJiPY49HoknVUwiy-J0uxcr"),
     CatalogueEntry(
         "pal-lite",
         "small model shipped with the pack (3 M parameters, fast on a CPU): few false alarms, misses many "

@@ -7,8 +7,8 @@ Formats are recognised from the file's content, never its name:
   torch.jit runs code from the file. By default only its weights are read, as data (`torchscript.py`),
   and built into our own network when they are an mmseg Swin + UPerHead; anything else is refused.
   `trust_code=True` lets a file that cannot be read that way run as the program it is.
-A name (no path) is a catalogue model (`pal_core.catalogue`: the official PAL4VST checkpoints, once
-installed by `pal download`, and the shipped pal-lite) or a shipped model (`pal_core.resources` says
+A name (no path) is a catalogue model (`pal_core.hub.catalogue`: the official PAL4VST checkpoints, once
+installed by `pal download`, and the shipped pal-lite) or a shipped model (`pal_core.hub.resources` says
 where those are). No source means the best installed model: pal4vst-unified when installed, else the
 shipped pal-lite (saying so once). Loaded networks are cached, so asking again does not read the file
 again.
@@ -26,13 +26,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..detect.detector import Detector, DetectorInfo
+from ..detect.devices import is_auto, resolve_device, resolve_dtype
+from ..detect.preprocess import Preprocess
+from ..models.fusion import fuse_conv_bn
+from ..models.swin_upernet import CheckpointMismatch, from_mmseg_checkpoint, is_mmseg_swin_upernet
 from . import catalogue, model_store
 from .checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file
-from .detector import Detector, DetectorInfo
-from .devices import is_auto, resolve_device, resolve_dtype
-from .models.fusion import fuse_conv_bn
-from .models.swin_upernet import CheckpointMismatch, from_mmseg_checkpoint, is_mmseg_swin_upernet
-from .preprocess import Preprocess
 from .resources import WEIGHTS_ENV, weights_dirs  # noqa: F401  (WEIGHTS_ENV: part of this module's API)
 from .torchscript import TorchScriptReadError, read_torchscript_weights
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .masks import Component, ComponentLabels
+from ..detect.masks import Component, ComponentLabels
 
 DEFAULT_ZOOM = 1.5  # the paper: crop side = 1.5 x the component's longest side
 DEFAULT_MIN_SIDE = 64  # below this a crop holds too little context for an inpainter

@@ -20,8 +20,8 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
-from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image
-from .masks import check_threshold
+from ..detect.masks import DEFAULT_THRESHOLD, check_threshold
+from ..imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 from .scores import ExistingScores, RecordWriter, ScoreFileError, path_hash, read_existing
 from .selection import NOT_FINITE
 
@@ -150,7 +150,7 @@ def shard_of(shard_key: str, count: int) -> int:
 class RankSettings:
     batch_size: int = 8
     workers: int = 2  # decoding threads; 0 decodes in the calling thread
-    threshold: float = 0.5
+    threshold: float = DEFAULT_THRESHOLD
     shard: tuple[int, int] = (0, 1)
     retry_errors: bool = False  # score images whose earlier attempt failed again
 

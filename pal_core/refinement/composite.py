@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..detect.masks import dilate
 from .color import match_color
 from .crops import CropPlan, clip_box
-from .masks import dilate
 
 DEFAULT_GROW = 0.02  # fraction of the crop side kept fully inpainted beyond the mask
 DEFAULT_FEATHER = 0.06  # fraction of the crop side over which the fix fades into the original

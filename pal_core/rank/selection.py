@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .atomic import atomic_path
-from .imageio import ImageReadError, overlay, read_image, to_uint8
+from ..atomic import atomic_path
+from ..detect.masks import DEFAULT_THRESHOLD
+from ..imageio import ImageReadError, overlay, read_image, to_uint8
 from .scores import Ranking
 
 COPY_NAME_DIGITS = 6  # rank prefix width: copies sort by rank in any file browser
@@ -126,7 +127,7 @@ class SheetLayout:
                 self.gap + row * (self.thumb + self.caption + self.gap))
 
 
-def contact_sheet(detector, records: list[dict], threshold: float = 0.5,
+def contact_sheet(detector, records: list[dict], threshold: float = DEFAULT_THRESHOLD,
                   layout: SheetLayout = SheetLayout()) -> np.ndarray:
     """A uint8 [H, W, 3] sheet of `records` in order: thumbnails with artifacts tinted, rank and PAR."""
     width, height = layout.size(len(records))

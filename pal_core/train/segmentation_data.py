@@ -13,7 +13,7 @@ from is what it sees when it runs.
 
 A target is either a class label (uint8 0/1, IGNORE_INDEX where nothing counts: resized by nearest
 neighbour) or a soft artifact probability (float32 in 0..1, NaN where nothing counts: resized
-linearly), as distillation learns from a teacher's probabilities (`pal_core.distillation`).
+linearly), as distillation learns from a teacher's probabilities (`pal_core.train.distillation`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .imageio import IMAGE_SUFFIXES
-from .preprocess import Preprocess
+from ..detect.preprocess import Preprocess
+from ..imageio import IMAGE_SUFFIXES
 
 IGNORE_INDEX = 255  # label value of padding: no loss, no metric
 ROOT_TASK = "all"

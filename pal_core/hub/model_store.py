@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import atomic
+from .. import atomic
 
 HOME_ENV = "PAL_HOME"
 CHECKSUM_SUFFIX = ".sha256"

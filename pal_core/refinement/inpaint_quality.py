@@ -1,6 +1,6 @@
 """How well an inpainter restored a region whose clean original is known: PSNR and SSIM inside a mask.
 
-Used by `benchmarks/inpaint.py`, where synthetic artifacts (`pal_core.artifacts`) give a damaged
+Used by `benchmarks/inpaint.py`, where synthetic artifacts (`pal_core.train.artifacts`) give a damaged
 image, its exact mask and the clean original. Images are uint8 (or float in 0..255) arrays [H, W, 3];
 masks bool [H, W]. Only the masked pixels count: outside them every method returns the input.
 """
@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from .imageio import to_uint8
+from ..imageio import to_uint8
 from .inpainters.base import Inpainter
 from .refine import RefineOptions, RefineResult, refine
 

@@ -14,6 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# A pixel is an artifact when its probability is above this: the official model's argmax over its two
+# classes. Every threshold default in the library, the command line and the nodes is this one.
+DEFAULT_THRESHOLD = 0.5
+
 # PAL4VST's refinement script dilates the 512x512 mask with a 5x5 kernel, 5 times: each pass grows
 # the mask by 2 pixels, so 10 pixels in all at 512. Larger images scale this, see `dilation_radius`.
 OFFICIAL_KERNEL = 5
@@ -28,7 +32,7 @@ def check_threshold(threshold: float, name: str = "threshold") -> float:
     return threshold
 
 
-def binarize(probability: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+def binarize(probability: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
     """Bool mask: probability above `threshold` (the detector's own convention: strictly above)."""
     check_threshold(threshold)
     if probability.dtype == torch.bool:
@@ -43,7 +47,7 @@ def par(mask: torch.Tensor) -> torch.Tensor:
     return (mask.flatten(1) > 0).float().mean(dim=1)
 
 
-def par_of_probability(probability: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+def par_of_probability(probability: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
     """PAR [B] from probability maps [B, H, W]; NaN for a map holding NaN: an image with non-finite
     pixels, which the detector does not run (see Detector.predict), so it never passes for a clean one."""
     scores = par(binarize(probability, threshold))

@@ -14,13 +14,13 @@ from typing import Protocol, Sequence
 
 import torch
 
+from ..detect.detector import ProgressCallback
+from ..detect.masks import (DEFAULT_THRESHOLD, OFFICIAL_ITERATIONS, OFFICIAL_KERNEL, binarize, check_threshold,
+                            connected_components, dilate_like_official, par)
 from .composite import DEFAULT_FEATHER, DEFAULT_GROW, composite
 from .crops import (DEFAULT_MIN_SIDE, DEFAULT_MULTIPLE, DEFAULT_RESOLUTION, DEFAULT_ZOOM, CropPlan, clip_box,
                     plan_crops)
-from .detector import ProgressCallback
 from .inpainters.base import Inpainter
-from .masks import (OFFICIAL_ITERATIONS, OFFICIAL_KERNEL, binarize, check_threshold, connected_components,
-                    dilate_like_official, par)
 
 
 class ArtifactDetector(Protocol):
@@ -33,7 +33,7 @@ class ArtifactDetector(Protocol):
 class RefineOptions:
     """Every setting of a refinement run; defaults follow the paper and the official script."""
 
-    threshold: float = 0.5
+    threshold: float = DEFAULT_THRESHOLD
     dilate_kernel: int = OFFICIAL_KERNEL  # official: 5x5 kernel, 5 iterations at 512x512, scaled to the image
     dilate_iterations: int = OFFICIAL_ITERATIONS
     min_area: int = 64  # pixels (after dilation); smaller regions are detector speckle

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import atomic
+from .. import atomic
+from ..detect.masks import DEFAULT_THRESHOLD
 from .segmentation_data import IGNORE_INDEX, list_samples, read_label, read_rgb
 
 
@@ -117,7 +118,7 @@ class EvaluationResult:
         return f"model: {self.model}   split: {self.split}   threshold: {self.threshold}\n" + "\n".join(lines)
 
 
-def evaluate_detector(detector, data: str | os.PathLike, split: str = "test", threshold: float = 0.5,
+def evaluate_detector(detector, data: str | os.PathLike, split: str = "test", threshold: float = DEFAULT_THRESHOLD,
                       progress: bool = True) -> EvaluationResult:
     """Runs `detector` on every image of `split` and counts pixels against the labels, per task.
 

@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 EXPORT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 EXPORT_COLUMNS = ("rank", "image", "par", "width", "height", "model", "threshold", "input_size", "error")

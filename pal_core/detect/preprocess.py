@@ -7,17 +7,20 @@ antialiased bicubic filter (PIL's kernel, a = -0.5) in PIL's two 8-bit passes (s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+
+from ..config import SavedConfig
 
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 
 
 @dataclass(frozen=True)
-class Preprocess:
+class Preprocess(SavedConfig):
     """How images become network input.
 
     `input_size` is the square size the network runs at (PAL4VST: 512); None runs it at each image's
@@ -29,12 +32,12 @@ class Preprocess:
     std: tuple[float, float, float] = IMAGENET_STD_255
     input_size: int | None = 512
 
+    SKIPS_UNKNOWN_KEYS: ClassVar[bool] = True
+
     @classmethod
     def from_dict(cls, values: dict) -> "Preprocess":
-        return cls(mean=tuple(values["mean"]), std=tuple(values["std"]), input_size=values.get("input_size"))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        # Files written before the input size was saved ran at each image's own size.
+        return super().from_dict({"input_size": None, **values})
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """images: [B, H, W, 3] float in 0..1 -> normalised float32 [B, 3, S, S] (or [B, 3, H, W])."""

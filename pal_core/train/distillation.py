@@ -2,7 +2,7 @@
 
 The teacher labels the images, so no human labels are needed: its artifact probabilities are computed
 once and cached (`TeacherCache`); the student trains on them as soft targets through the common
-training loop (`pal_core.training`), optionally mixed with labelled synthetic data that keeps clean
+training loop (`pal_core.train.training`), optionally mixed with labelled synthetic data that keeps clean
 images clean; it is validated on a held-out share of the images by how well it agrees with the teacher
 (`Agreement`: mask IoU at the threshold, Spearman correlation of the images' PAR, mean PAR
 difference). The student file records its teacher, the agreement and both models' speed, measured in
@@ -36,13 +36,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from . import atomic
-from .checkpoint import DetectorCheckpoint, read_detector_file, save_detector_file
-from .detector import Detector, DetectorInfo
-from .devices import resolve_device
+from .. import atomic
+from ..detect.detector import Detector, DetectorInfo
+from ..detect.devices import resolve_device
+from ..detect.masks import check_threshold
+from ..hub.checkpoint import DetectorCheckpoint, read_detector_file, save_detector_file
+from ..hub.loading import DEFAULT_MODEL, load_detector, read_checkpoint
+from ..imageio import ImageReadError, list_images, read_image, write_png
 from .evaluation import PixelCounts
-from .imageio import ImageReadError, list_images, read_image, write_png
-from .loading import DEFAULT_MODEL, load_detector, read_checkpoint
 from .segmentation_data import Sample, list_samples, read_label
 from .training import (Recipe, RunResult, TrainingTask, Validation, check_run_folder, soft_dice_loss, spread,
                        train)
@@ -65,12 +66,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pal" / "teacher"
 
 
-def distill_recipe(**overrides) -> Recipe:
+def distill_recipe(fresh_student: bool = False, **overrides) -> Recipe:
     """Defaults for a student that starts from the shipped pal_lite: its crops and loss, a gentler
     learning rate and BatchNorm statistics kept (it already knows what artifacts look like), 1000 steps
-    (~20 min on a 2-core CPU). A student from random weights needs freeze_batchnorm=False."""
+    (~20 min on a 2-core CPU). A fresh student (ImageNet encoder or random weights) learns its BatchNorm
+    statistics and takes `pal train`'s learning rate, 2e-4: it has everything to learn."""
     values = dict(steps=1000, batch_size=8, crop_size=256, scale_range=(0.75, 1.25), lr=1e-4, head_lr_mult=10.0,
                   warmup_steps=50, dice_weight=0.5, val_every=200, val_limit=64, save_every=50, freeze_batchnorm=True)
+    if fresh_student:
+        values.update(lr=2e-4, freeze_batchnorm=False)
     values.update(overrides)
     return Recipe(**values)
 
@@ -86,8 +90,10 @@ class DistillSettings:
 
     def __post_init__(self):  # checked before anything runs
         problems = []
-        if not 0 <= self.threshold < 1:
-            problems.append(f"threshold must be in [0, 1), not {self.threshold}")
+        try:
+            check_threshold(self.threshold)
+        except ValueError as error:
+            problems.append(str(error))
         if not 0 < self.held_out_share < 1:
             problems.append(f"the held-out share must be between 0 and 1, not {self.held_out_share}")
         if not 0 < self.synthetic_share < 1:

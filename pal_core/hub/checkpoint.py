@@ -22,9 +22,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .atomic import atomic_path
-from .models import build_model
-from .preprocess import Preprocess
+from ..atomic import atomic_path
+from ..detect.preprocess import Preprocess
+from ..models import build_model
 
 FORMAT = "detector/1"
 

@@ -11,7 +11,7 @@ previous checkpoint intact; `resume=True` continues from it with the same data o
 
 What a run learns from is a `TrainingTask`: the samples crops are cut from, how a sample's target is
 read, the loss and the validation. A PAL4VST-layout folder gives the labelled-segmentation task
-(`segmentation_task`); `pal_core.distillation` gives one that learns a teacher's probabilities.
+(`segmentation_task`); `pal_core.train.distillation` gives one that learns a teacher's probabilities.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -30,10 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import atomic
-from .checkpoint import DetectorCheckpoint, read_detector_file, save_detector_file
+from .. import atomic
+from ..config import SavedConfig
+from ..detect.masks import DEFAULT_THRESHOLD
+from ..detect.preprocess import Preprocess
+from ..hub.checkpoint import DetectorCheckpoint, read_detector_file, save_detector_file
 from .evaluation import PixelCounts
-from .preprocess import Preprocess
 from .segmentation_data import (IGNORE_INDEX, CropSettings, PositionSampler, Sample, TrainingCrops, WholeImages,
                                 list_samples, read_sample_label)
 
@@ -41,7 +43,11 @@ ENCODER_PREFIXES = ("encoder.", "backbone.")  # pretrained parts, trained at the
 
 
 @dataclass
-class Recipe:
+class Recipe(SavedConfig):
+    """How a detector is trained; saved in its run folder so that `--resume` continues with the same."""
+
+    SKIPS_UNKNOWN_KEYS: ClassVar[bool] = True  # a run folder of another version resumes with what this one knows
+
     # Defaults: the recipe that trained the shipped weights/pal_lite.safetensors (66 min, 2-core CPU, 1 thread).
     steps: int = 4000
     batch_size: int = 8
@@ -66,20 +72,13 @@ class Recipe:
     train_split: str = "train"
     val_split: str = "val"
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "Recipe":
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in cls.__dataclass_fields__}
-        return cls(**fixed)
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
 
 def finetune_recipe(**overrides) -> Recipe:
     """PAL4VST's fine-tuning recipe: AdamW 6e-5, betas (0.9, 0.999), wd 0.01, head x10, cross entropy,
     random resize 0.5-2.0 of the 512 input, crop 512, flip, batch 8, linear warm-up then poly decay."""
     values = dict(lr=6e-5, head_lr_mult=10.0, betas=(0.9, 0.999), weight_decay=0.01, dice_weight=0.0,
-                  crop_size=512, scale_range=(0.5, 2.0), batch_size=8, warmup_steps=1500, steps=16000)
+                  crop_size=512, scale_range=(0.5, 2.0), batch_size=8, warmup_steps=1500, steps=16000,
+                  val_every=500, val_limit=None, save_every=100, workers=2)
     values.update(overrides)
     values["warmup_steps"] = min(values["warmup_steps"], max(1, values["steps"] // 10))
     return Recipe(**values)
@@ -163,7 +162,7 @@ def soft_dice_loss(prob: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model: nn.Module, samples, preprocess: Preprocess, device: torch.device, threshold: float = 0.5
+def validate(model: nn.Module, samples, preprocess: Preprocess, device: torch.device, threshold: float = DEFAULT_THRESHOLD
              ) -> dict:
     """Artifact IoU, mIoU and clean-image PAR of `model` on whole images, per task and overall."""
     was_training = model.training

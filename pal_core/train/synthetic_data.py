@@ -1,4 +1,4 @@
-"""Writes a synthetic artifact dataset in PAL4VST's layout, from clean images and `pal_core.artifacts`.
+"""Writes a synthetic artifact dataset in PAL4VST's layout, from clean images and `pal_core.train.artifacts`.
 
     OUT/images/train/mixed/NNNNNN.png   512x512 RGB, 0..N artifacts of any kind (a share are clean)
     OUT/labels/train/mixed/NNNNNN.png   0/1 label PNG (1 = artifact), as PAL4VST's labels
@@ -25,10 +25,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from . import atomic
+from .. import atomic
+from ..imageio import write_png
 from .artifacts import ARTIFACT_KINDS, synthesize
 from .clean_sources import CleanImage
-from .imageio import write_png
 
 SIZE = 512
 

@@ -5,7 +5,7 @@ results to the same JSONL working record as `rank_images`, a batch at a time, so
 exports work unchanged. Use it from Python:
 
     import ray
-    from pal_core.ray_ranking import ParScorer
+    from pal_core.rank.ray_ranking import ParScorer
     ds = ray.data.from_items([{"image": p} for p in paths])
     scored = ds.map_batches(ParScorer, fn_constructor_kwargs={"model": "pal_lite", "device": "cuda"},
                             batch_size=32, compute=ray.data.ActorPoolStrategy(size=8), num_gpus=1)
@@ -24,7 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from .loading import MODEL_INPUT_SIZE, load_detector
+from ..detect.masks import DEFAULT_THRESHOLD
+from ..hub.loading import MODEL_INPUT_SIZE, load_detector
 from .ranking import (ImageEntry, RankSettings, RankSummary, check_resumable, decode_entry, detector_settings,
                       pending_entries, score_batch)
 from .scores import RecordWriter, read_existing
@@ -50,7 +51,7 @@ class ParScorer:
     """
 
     def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = "auto",
-                 input_size: int | None | str = MODEL_INPUT_SIZE, threshold: float = 0.5, batch_size: int = 8,
+                 input_size: int | None | str = MODEL_INPUT_SIZE, threshold: float = DEFAULT_THRESHOLD, batch_size: int = 8,
                  trust_code: bool = False):
         self.detector = load_detector(model, device=device, dtype=dtype, input_size=input_size,
                                       batch_size=batch_size, trust_code=trust_code)

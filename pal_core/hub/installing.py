@@ -13,8 +13,8 @@ import errno
 import os
 from pathlib import Path
 
+from ..atomic import atomic_path
 from . import catalogue, model_store
-from .atomic import atomic_path
 from .checkpoint import CheckpointError, DetectorCheckpoint, save_detector_file
 from .loading import read_checkpoint, sniff_format
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .devices import precision_name
-from .masks import check_threshold, par_of_probability
+from .masks import DEFAULT_THRESHOLD, check_threshold, par_of_probability
 from .memory import run_in_fitting_tiles, run_within_memory
 from .preprocess import Preprocess
 
@@ -230,7 +230,7 @@ class Detector:
     # ------------------------------------------------------------------------------------------
 
     def predict(self, images: ImageBatch, progress: ProgressCallback | None = None,
-                threshold: float = 0.5) -> torch.Tensor | list[torch.Tensor]:
+                threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor | list[torch.Tensor]:
         """Artifact probability per pixel, at each image's own size.
 
         A tensor [B, H, W, 3] gives a float tensor [B, H, W] on the images' device; a list of

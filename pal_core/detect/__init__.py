@@ -1,0 +1,1 @@
+"""Running a detector: the network wrapper, its input contract, device, precision, memory and masks."""

@@ -1,0 +1,1 @@
+"""Ranking images by PAR: streaming scorer, score files, selection (and the Ray Data variant)."""

@@ -1,0 +1,1 @@
+"""Training data and training: synthetic artifacts, datasets, the training loop, distillation, evaluation."""
