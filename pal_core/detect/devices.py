@@ -8,6 +8,8 @@ keeps the masks of fp32 (measured in benchmarks/detector.py, checked in tests/te
   fp16 tensor cores (compute capability 7.0+), else float32;
 - anything else (MPS): float32.
 The capability comes from what torch reports about the hardware, never from a model name.
+Below fp32 the Detector's `PrecisionGuard` computes again in fp32 any image with more than 0.1% of its
+pixels within 0.1 of the mask threshold, where the rounding could flip them (see detector.py).
 """
 
 from __future__ import annotations
