@@ -50,11 +50,12 @@ def _catalogue_tooltip() -> str:
             "(.safetensors, mmseg .pth, TorchScript .pt) are listed by name.")
 
 
-def predict(detector: Detector, images: torch.Tensor) -> torch.Tensor:
-    """The detector's probabilities [B, H, W] on ComfyUI's output device, with its progress bar and Cancel."""
+def predict(detector: Detector, images: torch.Tensor, threshold: float) -> torch.Tensor:
+    """The detector's probabilities [B, H, W] on ComfyUI's output device, with its progress bar and Cancel;
+    `threshold` is where the caller cuts masks (below fp32, precision auto keeps them fp32's there)."""
     check_images(images)
     with comfy_env.detector_on_device(detector):
-        probability = detector.predict(images, progress=comfy_env.Progress(images.shape[0]))
+        probability = detector.predict(images, progress=comfy_env.Progress(images.shape[0]), threshold=threshold)
     return probability.to(comfy_env.output_device())
 
 
@@ -149,7 +150,7 @@ class PALDetectArtifacts:
         }}
 
     def detect(self, detector: Detector, images: torch.Tensor, threshold: float):
-        probability = predict(detector, images)
+        probability = predict(detector, images, threshold)
         mask = binarize(probability, threshold).float()
         scores = [round(float(p), 6) for p in par_of_probability(probability, threshold)]
         return shown((mask, probability, overlay(images.to(mask.device), mask), scores), par_lines(scores), scores)
@@ -182,7 +183,7 @@ class PALPARScore:
         if mask is not None:
             scores = par_of_probability(check_mask(mask), threshold)
         elif images is not None and detector is not None:
-            scores = par_of_probability(predict(detector, images), threshold)
+            scores = par_of_probability(predict(detector, images, threshold), threshold)
             model = detector.name
         else:
             raise ValueError("PAR Score needs either a mask, or images and a detector: connect one of them")
@@ -218,7 +219,7 @@ class PALRankByPAR:
         }}
 
     def rank(self, detector: Detector, images: torch.Tensor, top_k: int, max_par: float, threshold: float):
-        probability = predict(detector, images)
+        probability = predict(detector, images, threshold)
         masks = binarize(probability, threshold).float()
         scores = par_of_probability(probability, threshold)
         kept = rank_by_par(scores, top_k, max_par)

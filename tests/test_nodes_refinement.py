@@ -154,7 +154,7 @@ class SquareDetector:
     model = torch.nn.Identity()
     device = torch.device("cpu")
 
-    def predict(self, images, progress=None):
+    def predict(self, images, progress=None, threshold=0.5):
         probability = torch.zeros(images.shape[:3])
         probability[:, 20:30, 20:30] = 1.0
         return probability
@@ -166,7 +166,7 @@ class MagentaDetector:
     model = torch.nn.Identity()
     device = torch.device("cpu")
 
-    def predict(self, images, progress=None):
+    def predict(self, images, progress=None, threshold=0.5):
         if progress is not None:
             progress(images.shape[0], images.shape[0])
         r, g, b = images.unbind(-1)

@@ -68,6 +68,8 @@ def test_detector_reports_the_precision_auto_chose(monkeypatch, tiny_detector_fi
     fake_cpu(monkeypatch, amx=True, avx512_bf16=True)
     detector = load_detector(tiny_detector_file, device="cpu")  # Swin + UPerNet
     assert detector.precision == "bf16" and next(detector.model.parameters()).dtype == torch.bfloat16
+    assert detector.guard == PrecisionGuard() and detector._float32 is not None  # auto: masks of fp32
+    assert load_detector(tiny_detector_file, device="cpu", dtype="bf16").guard is None  # asked for: raw speed
     # the shipped PAL-lite loses mask agreement in bf16 (below): auto keeps it in fp32
     assert load_detector(device="cpu").precision == "fp32"
     assert load_detector(device="cpu", dtype="bf16").precision == "bf16"  # asked for: honoured
@@ -86,7 +88,7 @@ def test_swin_upernet_in_bf16_keeps_the_fp32_masks_on_the_mmseg_fixture():
     image = tensors["s512.image"].float() / 255.0
     fp32 = load_detector(FIXTURES / "swin_w12.pth", device="cpu", dtype="fp32", input_size=None).predict(image)
     detector = load_detector(FIXTURES / "swin_w12.pth", device="cpu", dtype="bf16", input_size=None)
-    detector.guard = None
+    assert detector.guard is None  # an explicit bf16 is raw speed
     bf16 = detector.predict(image)
     decided = (fp32 - 0.5).abs() > 0.1
     assert decided.float().mean() > 0.5
@@ -94,7 +96,8 @@ def test_swin_upernet_in_bf16_keeps_the_fp32_masks_on_the_mmseg_fixture():
     assert ((fp32 > 0.5) == (bf16 > 0.5)).float().mean() < 0.99
     assert float((fp32 - bf16).abs().max()) < PrecisionGuard().band
 
-    detector.guard = PrecisionGuard()
+    detector = load_detector(FIXTURES / "swin_w12.pth", device="cpu", dtype="bf16", input_size=None,
+                             guard=PrecisionGuard())
     assert torch.equal(detector.predict(image), fp32)
     assert detector.guard_counts.recomputed == 1 and 0.15 < detector.guard_counts.last_undecided[0] < 0.3
 
@@ -123,7 +126,6 @@ def test_the_shipped_model_in_bf16_misses_the_agreement_auto_requires_unless_gua
     images = real_size_images()
     fp32 = load_detector(device="cpu", dtype="fp32").predict(images)
     detector = load_detector(device="cpu", dtype="bf16")
-    detector.guard = None
     bf16 = detector.predict(images)
     equal = sum(int(((a > 0.5) == (b > 0.5)).sum()) for a, b in zip(fp32, bf16))
     total = sum(a.numel() for a in fp32)
@@ -131,7 +133,7 @@ def test_the_shipped_model_in_bf16_misses_the_agreement_auto_requires_unless_gua
     assert artifacts > 0.02 * total  # the masks have something to agree on
     assert 0.99 < equal / total < 0.999, equal / total
 
-    detector.guard = PrecisionGuard()
+    detector = load_detector(device="cpu", dtype="bf16", guard=PrecisionGuard())
     guarded = detector.predict(images)
     agreement = [float(((a > 0.5) == (b > 0.5)).float().mean()) for a, b in zip(fp32, guarded)]
     assert (detector.guard_counts.checked, detector.guard_counts.recomputed) == (9, 7)
@@ -146,9 +148,8 @@ def test_the_guard_sends_images_undecided_at_the_threshold_back_to_fp32(tiny_det
     the pixels within its band and returns fp32's maps exactly. At 0.3 nothing is near: it keeps bf16's."""
     images = torch.rand(2, 96, 128, 3, generator=torch.Generator().manual_seed(0))
     fp32 = load_detector(tiny_detector_file, device="cpu", dtype="fp32", input_size=64).predict(images)
-    guarded = load_detector(tiny_detector_file, device="cpu", dtype="bf16", input_size=64)
+    guarded = load_detector(tiny_detector_file, device="cpu", dtype="bf16", input_size=64, guard=PrecisionGuard())
     unguarded = load_detector(tiny_detector_file, device="cpu", dtype="bf16", input_size=64)
-    unguarded.guard = None
     assert 0.5 < float(fp32.min()) and float(fp32.max()) < 0.6
 
     raw = unguarded.predict(images, threshold=0.55)
@@ -168,8 +169,10 @@ def test_the_guard_sends_images_undecided_at_the_threshold_back_to_fp32(tiny_det
 
 
 def test_the_guard_keeps_one_float32_copy_and_none_for_a_model_already_cast(tiny_detector_file):
-    first = load_detector(tiny_detector_file, device="cpu", dtype="bf16")
-    again = load_detector(tiny_detector_file, device="cpu", dtype="bf16")  # the cached, already cast network
+    first = load_detector(tiny_detector_file, device="cpu", dtype="bf16", guard=PrecisionGuard())
+    again = load_detector(tiny_detector_file, device="cpu", dtype="bf16", guard=PrecisionGuard())  # cached, cast
+    unguarded = load_detector(tiny_detector_file, device="cpu", dtype="bf16")
+    assert unguarded.model is not first.model and unguarded._float32 is None  # no copy, never shared
     assert first.model is again.model and next(first.model.parameters()).dtype == torch.bfloat16
     assert first._float32 is again._float32 is first.with_input_size(256)._float32
     assert all(t.dtype == torch.float32 for t in first._float32.parameters())

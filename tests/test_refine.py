@@ -15,7 +15,7 @@ class MagentaDetector:
 
     calls = 0
 
-    def predict(self, images: torch.Tensor, progress=None) -> torch.Tensor:
+    def predict(self, images: torch.Tensor, progress=None, threshold: float = 0.5) -> torch.Tensor:
         self.calls += 1
         self.images_seen = getattr(self, "images_seen", 0) + images.shape[0]
         if progress is not None:

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
 def detect_one(detector, path: Path, image, args: argparse.Namespace, done: dict[str, Path]):
     """Detects one image and writes the outputs it does not have yet: (JSON record, probability, mask)."""
-    prob = detector.predict([image])[0]
+    prob = detector.predict([image], threshold=args.threshold)[0]
     mask = binarize(prob, args.threshold)
     record = {
         "image": str(path),

@@ -116,7 +116,8 @@ class Detector:
     runs its weights may be parked elsewhere with `offload()`, and they come back before the next.
     The square size it runs at is the preprocessing's `input_size` (None: each image's own size).
 
-    Below float32, `guard` (a `PrecisionGuard`, on by default; None turns it off) checks each
+    Below float32, `guard` (a `PrecisionGuard`; `load_detector` gives one to precision "auto", whose
+    promise is the masks of fp32, and none to an explicit bf16/fp16, which is raw speed) checks each
     image's map against the threshold given to `predict`/`mask`/`par` and computes undecided images
     again in float32, from a float32 copy of the weights made before they are cast (on the CPU that
     copy costs float32 weights' memory on top of the reduced ones; on a GPU it is moved there on the
@@ -135,7 +136,7 @@ class Detector:
         batch_size: int = 8,
         fixed_input_size: int | None = None,
         compile: bool = False,
-        guard: PrecisionGuard | None = PrecisionGuard(),
+        guard: PrecisionGuard | None = None,
     ):
         if output not in ("logits", "labels"):
             raise ValueError(f"output must be 'logits' or 'labels', not {output!r}")
@@ -164,8 +165,8 @@ class Detector:
         self.model = model.eval()
         self.guard = guard
         self.guard_counts = GuardCounts()
-        reduced = output == "logits" and dtype != torch.float32
-        self._float32 = _float32_copy(self.model) if reduced else None  # before load() casts the weights
+        guarded = guard is not None and output == "logits" and dtype != torch.float32
+        self._float32 = _float32_copy(self.model) if guarded else None  # before load() casts the weights
         self.load()
         # torch.compile traces on the first call (seconds to minutes); the module itself is shared.
         self._network = torch.compile(self.model) if compile else self.model

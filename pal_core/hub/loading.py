@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..detect.detector import Detector, DetectorInfo
+from ..detect.detector import Detector, DetectorInfo, PrecisionGuard
 from ..detect.devices import is_auto, resolve_device, resolve_dtype
 from ..detect.preprocess import Preprocess
 from ..models.fusion import fuse_conv_bn
@@ -264,6 +264,7 @@ def load_detector(
     download: bool = False,
     compile: bool = False,
     trust_code: bool = False,
+    guard: PrecisionGuard | None | str = "auto",
 ) -> Detector:
     """Loads a detector from a file path, a model's name, or (None) the best installed model.
 
@@ -272,7 +273,10 @@ def load_detector(
     `device` None or "auto": CUDA when available, else the CPU. `dtype` "auto" (or None): for networks
     whose masks stay those of fp32 in lower precision (PAL4VST's Swin + UPerNet), the fastest precision
     the device runs natively (bf16 on CPUs with AMX/AVX512-BF16 and recent GPUs, fp16 on older GPUs;
-    see `devices.auto_dtype`), else fp32; "fp32" for exact reference results.
+    see `devices.auto_dtype`), else fp32, with a `PrecisionGuard` that runs an image again in fp32 when
+    its map is undecided at the threshold; "fp32" for exact reference results; "bf16"/"fp16" for raw
+    speed, unguarded. `guard` "auto" is that rule; a `PrecisionGuard` guards any precision below fp32
+    with its own band and share, None none.
     `input_size` is the square size the network runs at: "model" (default) takes the size saved in
     the model file (PAL4VST: 512), None runs it at each image's own size, as mmsegmentation does for
     whole-image inference. `compile=True` wraps the network in torch.compile (the first call traces
@@ -284,7 +288,14 @@ def load_detector(
     torch_device = resolve_device(device)
     requested = "auto" if is_auto(dtype) else resolve_dtype(dtype, torch_device)
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(torch_device), requested, trust_code)
+    if guard == "auto":
+        # "auto" promises the masks of fp32: below it, images undecided at the threshold run again in fp32.
+        guard = PrecisionGuard() if requested == "auto" else None
+    elif guard is not None and not isinstance(guard, PrecisionGuard):
+        raise ValueError(f"guard must be 'auto', None or a PrecisionGuard, not {guard!r}")
+    # A guarded network keeps float32 weights beside the cast ones, so it is never shared with an unguarded one.
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(torch_device), requested, trust_code,
+           guard is not None)
     if key not in _cache:
         _cache[key] = _load_uncached(path, torch_device, trust_code)
         while len(_cache) > _CACHE_SIZE:
@@ -295,7 +306,7 @@ def load_detector(
                                 low_precision=output == "logits" and getattr(model, "auto_low_precision", False))
     if input_size != MODEL_INPUT_SIZE:
         preprocess = replace(preprocess, input_size=input_size)
-    return Detector(model, info, preprocess, output, torch_device, torch_dtype, batch_size, fixed, compile)
+    return Detector(model, info, preprocess, output, torch_device, torch_dtype, batch_size, fixed, compile, guard)
 
 
 def read_checkpoint(source: str | os.PathLike | None) -> DetectorCheckpoint:

@@ -151,7 +151,7 @@ def refine(images: torch.Tensor, detector: ArtifactDetector, inpainter: Inpainte
     image_prompts = _per_image(prompts, images.shape[0])
     work = WorkCounter(progress, images.shape[0])
 
-    mask = binarize(detector.predict(images, progress=work.stage()), options.threshold)
+    mask = binarize(detector.predict(images, progress=work.stage(), threshold=options.threshold), options.threshold)
     plan = plan_regions(mask, options, inpainter.multiple)
     work.grow(len(plan) + (len(_images_of(plan.regions)) if options.redetect else 0))
 
@@ -250,7 +250,8 @@ def _detect_again(detector: ArtifactDetector, images: torch.Tensor, which: set[i
     if not which:
         return
     index = torch.tensor(sorted(which), dtype=torch.long, device=images.device)
-    found = binarize(detector.predict(images.index_select(0, index), progress=work.stage()), threshold)
+    found = binarize(detector.predict(images.index_select(0, index), progress=work.stage(), threshold=threshold),
+                     threshold)
     mask[index.to(mask.device)] = found.to(mask.device)
 
 
