@@ -80,8 +80,9 @@ class PALLoadDetector:
             "device": DEVICE,
             "precision": (list(PRECISIONS), {"default": "auto", "tooltip": (
                 "auto: the fastest precision this device runs natively (bf16 on CPUs with AMX/AVX512-BF16 and on "
-                "recent GPUs, fp16 on older GPUs, else fp32); fp32 for exact results. fp16 needs a GPU; a "
-                "TorchScript file run as a program stays fp32.")}),
+                "recent GPUs, fp16 on older GPUs, else fp32), keeping fp32's masks: an image undecided at the "
+                "threshold is run again in fp32. bf16/fp16: raw speed, unchecked. fp32 for exact results. fp16 "
+                "needs a GPU; a TorchScript file run as a program stays fp32.")}),
             "input_size": ("INT", {"default": MODEL_SIZE, "min": MODEL_SIZE, "max": 4096, "step": 32,
                                    "tooltip": "Square size the network runs at. -1: the size saved in the model "
                                               "file (PAL4VST and pal-lite: 512; a distilled student: its own). 0: "
