@@ -14,8 +14,8 @@ every example picture (workflows/input/*.jpg, at 512x512; computed in the first 
 with the reference row's (mmseg fp32, else ours fp32): all pixels, and the pixels where the reference
 is decided (not within 0.1 of the 0.5 threshold; random weights put many pixels near it).
 
-Rows below fp32 also show what the Detector's precision guard (`pal_core.detect.detector.PrecisionGuard`,
-threshold 0.5) does with them: the largest share of undecided pixels over the pictures, how many
+Rows below fp32 also show what the precision guard (`pal_core.detect.detector.PrecisionGuard`, threshold
+0.5; precision auto runs with it, an explicit bf16/fp16 without) does with them: the largest share of undecided pixels over the pictures, how many
 pictures it sends back to fp32, the mask agreement after that (a picture sent back gets ours fp32's
 map, which the guard's float32 copy computes), and the time per batch with the guard: the row's own
 time, plus ours fp32's time of the same batch size in this run when the guard sends the timed

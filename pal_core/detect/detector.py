@@ -271,14 +271,14 @@ class Detector:
             return torch.zeros(images.shape[:-1] if images.dim() == 4 else (0, 0, 0), dtype=torch.float32)
         return torch.stack(results)
 
-    def mask(self, images: ImageBatch, threshold: float = 0.5) -> torch.Tensor | list[torch.Tensor]:
+    def mask(self, images: ImageBatch, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor | list[torch.Tensor]:
         """Binary artifact mask (bool) per image: probability above `threshold`."""
         probs = self.predict(images, threshold=threshold)
         if isinstance(probs, list):
             return [p > threshold for p in probs]
         return probs > threshold
 
-    def par(self, images: ImageBatch, threshold: float = 0.5) -> torch.Tensor:
+    def par(self, images: ImageBatch, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
         """Perceptual Artifacts Ratio per image: artifact area / image area, as float [B].
 
         NaN for an image with non-finite pixels (see `predict`): callers rank it last.
@@ -310,7 +310,7 @@ class Detector:
             x = torch.cat([self.preprocess(f.unsqueeze(0)) for f in frames])
         return x.to(dtype or self.dtype)
 
-    def _forward(self, frames: list[torch.Tensor], threshold: float = 0.5) -> list[torch.Tensor]:
+    def _forward(self, frames: list[torch.Tensor], threshold: float) -> list[torch.Tensor]:
         """Frames [H, W, 3] (any sizes at a fixed input size) -> probability maps [H, W], float32."""
         maps = self._probabilities(frames, self._network(self._network_input(frames)))
         undecided = self._undecided(maps, threshold)
@@ -321,7 +321,7 @@ class Detector:
                 maps[i] = prob
         return maps
 
-    def _forward_tiled(self, frame: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    def _forward_tiled(self, frame: torch.Tensor, threshold: float) -> torch.Tensor:
         """One frame's probability map with the network run on the largest overlapping tiles that fit."""
         prob = self._probabilities([frame], run_in_fitting_tiles(self._network, self._network_input([frame])))[0]
         if self._undecided([prob], threshold):

@@ -39,7 +39,7 @@ from torch import nn
 from .. import atomic
 from ..detect.detector import Detector, DetectorInfo
 from ..detect.devices import resolve_device
-from ..detect.masks import check_threshold
+from ..detect.masks import DEFAULT_THRESHOLD, check_threshold
 from ..hub.checkpoint import DetectorCheckpoint, read_detector_file, save_detector_file
 from ..hub.loading import DEFAULT_MODEL, load_detector, read_checkpoint
 from ..imageio import ImageReadError, list_images, read_image, write_png
@@ -81,7 +81,7 @@ def distill_recipe(fresh_student: bool = False, **overrides) -> Recipe:
 
 @dataclass(frozen=True)
 class DistillSettings:
-    threshold: float = 0.5  # probability above which a pixel counts as an artifact (for the agreement)
+    threshold: float = DEFAULT_THRESHOLD  # probability above which a pixel counts as an artifact (for the agreement)
     held_out_share: float = 0.1  # of the user's images, kept out of training to measure agreement
     map_size: int = DEFAULT_MAP_SIZE  # teacher maps are cached at this square size
     synthetic: str | None = None  # a PAL4VST-layout dataset (e.g. `pal prepare-data`) mixed into training
@@ -312,7 +312,7 @@ class Agreement:
 
 
 def measure_agreement(student: Detector, images: Sequence[UserImage], cache: TeacherCache,
-                      threshold: float = 0.5) -> Agreement:
+                      threshold: float = DEFAULT_THRESHOLD) -> Agreement:
     """Student maps against the cached teacher maps of `images`, both at the cache's size."""
     level = threshold * 255.0
     counts, teacher_par, student_par = PixelCounts(), [], []
