@@ -71,7 +71,8 @@ class KnownMask:
     def __init__(self, mask: np.ndarray):
         self.mask = torch.from_numpy(np.asarray(mask, dtype=np.float32))
 
-    def predict(self, images: torch.Tensor, progress=None) -> torch.Tensor:
+    def predict(self, images: torch.Tensor, progress=None, threshold: float = 0.5) -> torch.Tensor:
+        """The known mask for every image; it is 0/1, so any threshold cuts it the same."""
         masks = self.mask.expand(images.shape[0], *self.mask.shape).to(images.device)
         if progress is not None:
             progress(images.shape[0], images.shape[0])

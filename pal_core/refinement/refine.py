@@ -26,7 +26,9 @@ from .inpainters.base import Inpainter
 class ArtifactDetector(Protocol):
     """What refinement needs from a detector (`pal_core.Detector` is one)."""
 
-    def predict(self, images: torch.Tensor, progress: ProgressCallback | None = None) -> torch.Tensor: ...
+    def predict(self, images: torch.Tensor, progress: ProgressCallback | None = None,
+                threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
+        """Probabilities [B, H, W]; `threshold` is where refinement will cut its masks."""
 
 
 @dataclass(frozen=True)
