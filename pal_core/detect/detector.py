@@ -70,9 +70,6 @@ class PrecisionGuard:
         """Share of the pixels whose probability lies within `band` of `threshold`."""
         return float(((probability - threshold).abs() < self.band).float().mean())
 
-    def accepts(self, probability: torch.Tensor, threshold: float) -> bool:
-        return self.undecided(probability, threshold) <= self.share
-
 
 @dataclass
 class GuardCounts:
@@ -331,7 +328,7 @@ class Detector:
 
     def _undecided(self, maps: list[torch.Tensor], threshold: float) -> list[int]:
         """Indices of the maps the guard sends back to float32 (none at float32 or without a guard)."""
-        if self.guard is None or self._float32 is None or self.dtype == torch.float32:
+        if self.guard is None or self._float32 is None:  # no copy at float32: nothing to guard
             return []
         again = []
         for i, prob in enumerate(maps):
