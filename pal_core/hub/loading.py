@@ -2,7 +2,9 @@
 
 Formats are recognised from the file's content, never its name:
 - our `.safetensors` (weights + architecture + preprocessing metadata),
-- an mmsegmentation 1.x checkpoint (`{'meta', 'state_dict'}`, the official PAL4VST `.pth`),
+- an mmsegmentation checkpoint (`{'meta', 'state_dict', ...}`): the official PAL4VST `.pth` as mmcv 1.x
+  wrote it (with numpy scalars and the optimizer's state), or mmengine's (with its message hub); read
+  as data by `torch_pickle`, which builds tensors, containers and numpy scalars and nothing else,
 - a TorchScript archive (the official `end2end.pt`). TorchScript is a program: loading it with
   torch.jit runs code from the file. By default only its weights are read, as data (`torchscript.py`),
   and built into our own network when they are an mmseg Swin + UPerHead; anything else is refused.
@@ -34,6 +36,7 @@ from ..models.swin_upernet import CheckpointMismatch, from_mmseg_checkpoint, is_
 from . import catalogue, model_store
 from .checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file
 from .resources import WEIGHTS_ENV, weights_dirs  # noqa: F401  (WEIGHTS_ENV: part of this module's API)
+from .torch_pickle import PickleReadError, read_torch_checkpoint
 from .torchscript import TorchScriptReadError, read_torchscript_weights
 
 DEFAULT_MODEL = "pal_lite"
@@ -168,14 +171,24 @@ def sniff_format(path: Path) -> str:
         "mmsegmentation checkpoint (.pth, {'meta', 'state_dict'}), or a TorchScript end2end.pt")
 
 
-def _read_mmseg(path: Path) -> DetectorCheckpoint:
-    try:
+def _read_torch_file(path: Path):
+    """The object a torch.save file holds, read as data (tensors memory-mapped, see `torch_pickle`)."""
+    if zipfile.is_zipfile(path):
+        try:
+            return read_torch_checkpoint(path)
+        except PickleReadError as error:
+            raise CheckpointError(f"{path}: could not be read as a checkpoint: {error}") from error
+    try:  # the legacy (pre-zip) format: torch's own weights-only reader
         with open(path, "rb") as f:  # a file object: torch.load picks a reader from the suffix otherwise
-            loaded = torch.load(f, map_location="cpu", weights_only=True)
+            return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CheckpointError(
             f"{path}: could not be read as a torch checkpoint with weights_only=True ({error}). Only plain "
             "tensors and containers are loaded, never pickled code") from error
+
+
+def _read_mmseg(path: Path) -> DetectorCheckpoint:
+    loaded = _read_torch_file(path)
     if isinstance(loaded, dict) and "state_dict" in loaded:
         state_dict, meta = loaded["state_dict"], loaded.get("meta")
     elif isinstance(loaded, dict):
