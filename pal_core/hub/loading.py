@@ -10,7 +10,8 @@ Formats are recognised from the file's content, never its name:
   and built into our own network when they are an mmseg Swin + UPerHead; anything else is refused.
   `trust_code=True` lets a file that cannot be read that way run as the program it is.
 A name (no path) is a catalogue model (`pal_core.hub.catalogue`: the official PAL4VST checkpoints, once
-installed by `pal download`, and the shipped pal-lite) or a shipped model (`pal_core.hub.resources` says
+installed by `pal download`, and the shipped pal-lite), a model installed under a name of one's own
+(`pal models add FILE --name NAME`), or a shipped model (`pal_core.hub.resources` says
 where those are). No source means the best installed model: pal4vst-unified when installed, else the
 shipped pal-lite (saying so once). Loaded networks are cached, so asking again does not read the file
 again.
@@ -119,12 +120,15 @@ def resolve_source(source: str | os.PathLike | None, download: bool = False) -> 
                                      "reinstall the pack")
         return found
     looks_like_name = os.sep not in name and "/" not in name and not path.suffix
-    shipped_file = _shipped(name) if looks_like_name else None
-    if shipped_file is not None:
-        return shipped_file
-    if looks_like_name:
+    if looks_like_name:  # a model installed under a name of one's own (`pal models add FILE --name NAME`)
+        named = model_store.find_installed(name) or _shipped(name)
+        if named is not None:
+            return named
+        installed = sorted({p.stem for f in model_store.model_folders() if f.is_dir() for p in f.glob("*.safetensors")
+                            if not p.name.startswith(".")} - set(catalogue.names()))
         raise ModelNotFoundError(f"no model named '{name}': not a file here, not in the catalogue "
-                                 f"({', '.join(catalogue.names())}) and not a shipped model "
+                                 f"({', '.join(catalogue.names())}), not installed (installed: "
+                                 f"{', '.join(installed) or 'none'}) and not a shipped model "
                                  f"(shipped: {', '.join(available_models()) or 'none'})")
     raise ModelNotFoundError(f"model file not found: {path}")
 
