@@ -57,7 +57,7 @@ def install_file(source: str | os.PathLike, name: str, folder: str | os.PathLike
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} is already installed; pass --overwrite to replace it")
     say = say or (lambda message: None)
-    say(f"reading {source.name} ({source.stat().st_size / 1e9:.2f} GB) and converting it to {target.name}")
+    say(f"reading {source.name} ({_size(source.stat().st_size)}) and converting it to {target.name}")
     # Every key and shape checked, as `pal convert` does. A TorchScript export's weights are read as data.
     checkpoint = read_checkpoint(source)
     if entry is not None:
@@ -69,7 +69,7 @@ def install_file(source: str | os.PathLike, name: str, folder: str | os.PathLike
     folder.mkdir(parents=True, exist_ok=True)
     needed = weights_bytes(checkpoint)
     _check_space(folder, needed)
-    say(f"writing {target.name} ({needed / 1e9:.2f} GB)")
+    say(f"writing {target.name} ({_size(needed)})")
     staging = folder / f".{name}.{os.getpid()}.installing.safetensors"
     try:
         save_detector_file(checkpoint, staging, overwrite=True)
@@ -89,6 +89,10 @@ def install_file(source: str | os.PathLike, name: str, folder: str | os.PathLike
 def weights_bytes(checkpoint: DetectorCheckpoint) -> int:
     """Bytes of the converted file's tensors (the header adds kilobytes)."""
     return sum(t.numel() * t.element_size() for t in checkpoint.model.state_dict().values())
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e9:.2f} GB" if count >= 1e9 else f"{count / 1e6:.0f} MB"
 
 
 def is_disk_full(error: BaseException) -> bool:
