@@ -53,18 +53,20 @@ class _CannotResume(Exception):
 
 def download_model(name: str, folder: str | os.PathLike | None = None, *, overwrite: bool = False,
                    show_progress: bool = True, progress: ProgressCallback | None = None,
-                   say: Say | None = None) -> Path:
+                   say: Say | None = None, by_hand: str | None = None) -> Path:
     """Downloads catalogue model `name`, verifies and converts it, and returns the installed file.
 
     An installed model is returned as it is unless `overwrite`, which also discards a part received
     earlier. `progress(bytes_done, bytes_total)` is called as the bytes arrive (the total is None
     when the server does not say); `say(line)` is told what happens besides (fallbacks, restarts,
-    the conversion after the transfer).
+    the conversion after the transfer). `by_hand` is the advice for fetching the file in a browser
+    (default: `by_hand_advice`, for the `pal` command; the node pack gives its own).
     """
     entry = catalogue.get(name)
     if not entry.downloadable:
         raise DownloadError(f"{name} is shipped with the pack: there is nothing to download")
     say = say or (lambda message: None)
+    by_hand = by_hand or by_hand_advice(entry)
     folder = Path(folder) if folder is not None else model_store.install_folder()
     target = folder / entry.file_name
     if target.is_file() and not overwrite:
@@ -79,7 +81,7 @@ def download_model(name: str, folder: str | os.PathLike | None = None, *, overwr
         if overwrite:
             _discard(partial)
         try:
-            return _download_file(entry, _pth_source(entry), partial, folder, show_progress, progress, say)
+            return _download_file(entry, _pth_source(entry), partial, folder, show_progress, progress, say, by_hand)
         except UnusableFileError as error:
             if entry.torchscript_source is None:
                 raise
@@ -87,10 +89,15 @@ def download_model(name: str, folder: str | os.PathLike | None = None, *, overwr
                 "read as data, its program is never run)")
             export = folder / f".{name}.torchscript.download"
             try:
-                return _download_file(entry, entry.torchscript_source, export, folder, show_progress, progress, say)
+                return _download_file(entry, entry.torchscript_source, export, folder, show_progress, progress, say,
+                                      by_hand)
             except UnusableFileError as fallback_error:
                 raise DownloadError(f"neither file of {name} could be used. The .pth: {error}. Its TorchScript "
                                     f"export: {fallback_error}") from fallback_error
+
+
+def by_hand_advice(entry: catalogue.CatalogueEntry) -> str:
+    return f"open {entry.page} in a browser and run `pal models add FILE --name {entry.name}`"
 
 
 def _pth_source(entry: catalogue.CatalogueEntry) -> dict:
@@ -102,20 +109,20 @@ def _link(source: dict) -> str:
 
 
 def _download_file(entry: catalogue.CatalogueEntry, source: dict, partial: Path, folder: Path, show_progress: bool,
-                   progress: ProgressCallback | None, say: Say) -> Path:
+                   progress: ProgressCallback | None, say: Say, by_hand: str) -> Path:
     """Fetches one file (restarting once when a part left by an earlier run cannot be continued) and installs it."""
     try:
-        _fetch(entry, source, partial, show_progress, progress)
+        _fetch(entry, source, partial, show_progress, progress, by_hand)
     except _CannotResume as reason:
         say(f"{reason}: the {_received(partial) / 1e6:.0f} MB received earlier were discarded and the download "
             "starts again from the beginning")
         _discard(partial)
         try:
-            _fetch(entry, source, partial, show_progress, progress)
+            _fetch(entry, source, partial, show_progress, progress, by_hand)
         except _CannotResume as again:
             raise DownloadError(f"the download of {entry.name} could not be completed ({again}); run again later"
                                 ) from again
-    return _install(entry, source, partial, folder, say)
+    return _install(entry, source, partial, folder, say, by_hand)
 
 
 @contextmanager
@@ -139,11 +146,12 @@ def _only_download_of(partial: Path):
             path.unlink(missing_ok=True)  # still holding the lock: no other run can have taken it
 
 
-def _install(entry: catalogue.CatalogueEntry, source: dict, partial: Path, folder: Path, say: Say) -> Path:
+def _install(entry: catalogue.CatalogueEntry, source: dict, partial: Path, folder: Path, say: Say,
+             by_hand: str) -> Path:
     """Checks the downloaded file and installs it; a file with the wrong content is deleted."""
     name, link = entry.name, _link(source)
     try:
-        _refuse_web_page(partial, entry)
+        _refuse_web_page(partial, entry, by_hand)
         origin = f"{entry.origin}; downloaded from {link}"
         extra = {"download": {"url": link, "bytes": partial.stat().st_size, "sha256": model_store.sha256_of(partial)}}
         installed = install_file(partial, name, folder, origin=origin, extra=extra, overwrite=True, say=say)
@@ -152,8 +160,7 @@ def _install(entry: catalogue.CatalogueEntry, source: dict, partial: Path, folde
             raise DownloadError(f"{error} (the downloaded file is kept: run the same command again)") from error
         _discard(partial)  # wrong or damaged content: the next run starts clean
         raise UnusableFileError(f"the file downloaded for {name} was refused and deleted: {error}. If this "
-                                f"repeats, fetch {entry.page} in a browser and run `pal models add FILE --name "
-                                f"{name}`") from error
+                                f"repeats, {by_hand}") from error
     _discard(partial)
     return installed
 
@@ -220,15 +227,14 @@ class _TooBig(DownloadError):
 
 
 def _fetch(entry: catalogue.CatalogueEntry, source: dict, partial: Path, show_progress: bool,
-           progress: ProgressCallback | None) -> None:
+           progress: ProgressCallback | None, by_hand: str) -> None:
     """Transfers the file to `partial`, resuming a part left by an earlier run."""
     try:
         import gdown
         import requests
     except ImportError as error:  # a core dependency: only a broken environment lacks it
         raise DownloadError(f"downloading needs the gdown package, which is missing from this Python environment "
-                            f"({error}); reinstall the pack's requirements, or fetch {entry.page} in a browser and "
-                            f"install it with `pal models add FILE --name {entry.name}`") from error
+                            f"({error}); reinstall the pack's requirements, or {by_hand}") from error
     already = _received(partial)
     low, high = entry.download_bytes or (None, None)
     bar = tqdm(desc=entry.name, unit="B", unit_scale=True, unit_divisor=1024, initial=already,
@@ -245,7 +251,6 @@ def _fetch(entry: catalogue.CatalogueEntry, source: dict, partial: Path, show_pr
             progress(done, total)
 
     host = urllib.parse.urlsplit(link).hostname
-    by_hand = f"open {entry.page} in a browser and run `pal models add FILE --name {entry.name}`"
     try:
         gdown.download(**source, output=str(partial), quiet=True, resume=True, progress=report,
                        use_cookies=False, retries=RETRIES, timeout=TIMEOUT)
@@ -316,7 +321,7 @@ def received_bytes(name: str, folder: str | os.PathLike | None = None) -> int:
     return _received(folder / f".{name}.download")
 
 
-def _refuse_web_page(path: Path, entry: catalogue.CatalogueEntry) -> None:
+def _refuse_web_page(path: Path, entry: catalogue.CatalogueEntry, by_hand: str) -> None:
     """A web page (Drive's quota, sign-in or error pages) saved where the checkpoint should be."""
     with open(path, "rb") as f:
         head = f.read(4096)
@@ -329,8 +334,7 @@ def _refuse_web_page(path: Path, entry: catalogue.CatalogueEntry) -> None:
         quota = b"quota" in text or b"too many users" in text
         why = "Google Drive's download quota for this file is used up" if quota else "a web page came back"
         raise UnusableFileError(f"{why}, not the model file, and it was deleted. Drive often refuses scripted "
-                            f"downloads for a while: open {entry.page} in a browser and run "
-                            f"`pal models add FILE --name {entry.name}`")
+                                f"downloads for a while: {by_hand}")
 
 
 def _is_dns_failure(error: Exception) -> bool:
