@@ -20,11 +20,12 @@ TINY_W12 = {"embed_dim": 16, "depths": [2, 2, 2, 2], "num_heads": [1, 2, 4, 8], 
 NAME = "pal4vst-stylegan2"
 
 
-def score_prompt(model: str, download: bool) -> dict:
+def score_prompt(model: str, download: bool, input_size: int = 64) -> dict:
+    """Load Detector -> PAR Score on an example picture (another input_size keeps ComfyUI from reusing a result)."""
     return {
         "1": {"class_type": "LoadImage", "inputs": {"image": "dog_sdxl_turbo.jpg"}},
         "2": {"class_type": "PALLoadDetector", "inputs": {"model": model, "device": "cpu", "precision": "fp32",
-                                                           "input_size": 64, "download_if_missing": download}},
+                                                           "input_size": input_size, "download_if_missing": download}},
         "3": {"class_type": "PALPARScore", "inputs": {"threshold": 0.5, "images": ["1", 0], "detector": ["2", 0]}},
     }
 
@@ -61,7 +62,7 @@ def test_the_node_downloads_a_missing_model_when_switched_on(comfy_server, stand
 
 def test_a_refused_download_gives_comfyui_advice(comfy_server, stand_in_host):
     stand_in_host.files["/stylegan2.pth"] = Served(b"<!DOCTYPE html><html>Quota exceeded</html>", "text/html")
-    finished = comfy_server.wait(comfy_server.queue(score_prompt(f"{NAME} (not installed)", download=True)))
+    finished = comfy_server.wait(comfy_server.queue(score_prompt(f"{NAME} (not installed)", True, input_size=96)))
     assert not finished.succeeded
     message = finished.error()["exception_message"]
     assert "quota" in message and "choose it by its file name in this node's model list" in message
