@@ -135,7 +135,9 @@ def _latin1_bytes(text, encoding="latin1"):
     return text.encode("latin1")
 
 
-class _StorageType:
+class StorageType:
+    """A `torch.FloatStorage`-like global: only the dtype of the storages it names."""
+
     def __init__(self, dtype: torch.dtype):
         self.dtype = dtype
 
@@ -172,7 +174,7 @@ def _allowed(module: str, name: str):
     if (module, name) in fixed:
         return fixed[module, name]
     if module == "torch" and name in STORAGE_DTYPES:
-        return _StorageType(STORAGE_DTYPES[name])
+        return StorageType(STORAGE_DTYPES[name])
     if module in NUMPY_CORE and name == "scalar":
         return _numpy_scalar
     if module in NUMPY_CORE and name == "_reconstruct":
@@ -197,7 +199,7 @@ class _DataUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str) and isinstance(pid[4], int)):
+                and isinstance(pid[1], StorageType) and isinstance(pid[2], str) and isinstance(pid[4], int)):
             raise PickleReadError(f"an unknown storage reference {pid!r:.80}")
         _, storage_type, key, _, numel = pid
         if key not in self.storages:
