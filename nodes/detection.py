@@ -109,8 +109,8 @@ class PALLoadDetector:
             "download_if_missing": ("BOOLEAN", {
                 "default": False,
                 "tooltip": "Download a catalogue model that is not installed yet from its authors' link (0.5 to "
-                           "1.5 GB, into models/pal4vst, with a progress bar; then converted, which takes a minute). Off: a missing model is an error "
-                           "that says how to get it. Nothing is ever downloaded unless this is on."}),
+                           "1.5 GB, into models/pal4vst, with a progress bar; then converted, which takes a minute). "
+                           "Off: a missing model is an error that says how to get it. Nothing is ever downloaded unless this is on."}),
         }, "optional": {
             "allow_torchscript": ("BOOLEAN", {"default": False, "tooltip": (
                 "A TorchScript file (.pt) is a program, not data: running it runs code that can read and write "

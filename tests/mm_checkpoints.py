@@ -140,7 +140,8 @@ def save_mmengine_checkpoint(state_dict: dict, path: Path, iteration: int = 4800
     checkpoint = {"meta": meta, "state_dict": weights, "message_hub": message_hub,
                   "optimizer": adamw_state(weights, iteration),
                   "param_schedulers": [{"start_factor": 1e-06, "end_factor": 1.0, "begin": 0, "end": 1500,
-                                        "last_step": iteration, "by_epoch": False, "_get_lr_called_within_step": False}]}
+                                        "last_step": iteration, "by_epoch": False,
+                                        "_get_lr_called_within_step": False}]}
     torch.save(checkpoint, path, pickle_module=_renaming_pickle_module(MMENGINE_NAMES), pickle_protocol=2)
     return path
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from collections import OrderedDict
 from pathlib import Path
 
@@ -17,11 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from mm_checkpoints import (MMENGINE_NAMES, _renaming_pickle_module, pickle_globals, save_mmcv1_checkpoint,
-                            save_mmengine_checkpoint)
+from mm_checkpoints import _renaming_pickle_module, pickle_globals, save_mmcv1_checkpoint, save_mmengine_checkpoint
 from model_host import ModelHost, Served
 from pal_core.cli import main
-from pal_core.detect.preprocess import Preprocess
 from pal_core.hub import catalogue, loading, model_store
 from pal_core.hub.checkpoint import CheckpointError
 from pal_core.hub.download import download_model

@@ -2,8 +2,10 @@
 
 Used by `pal download` on the file it fetched and by `pal models add` on a file the user fetched by
 hand. The file is read as data (safetensors; a torch checkpoint through `torch_pickle`; the weights of
-a TorchScript export, never its program), converted key by key as `pal convert` does, and for a catalogue name must be the network that name promises. The
-result is written under a temporary name, hashed, recorded, and only then renamed into place, so
+a TorchScript export, never its program), converted key by key as `pal convert` does, and for a
+catalogue name must be the network that name promises. Before writing, the free space is checked
+against the converted size; a full disk (which safetensors reports as its own error) is one line
+saying how much is needed and free. The result is written under a temporary name, hashed, recorded, and only then renamed into place, so
 nothing half-written ever carries the final name.
 """
 

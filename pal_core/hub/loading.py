@@ -124,8 +124,7 @@ def resolve_source(source: str | os.PathLike | None, download: bool = False) -> 
         named = model_store.find_installed(name) or _shipped(name)
         if named is not None:
             return named
-        installed = sorted({p.stem for f in model_store.model_folders() if f.is_dir() for p in f.glob("*.safetensors")
-                            if not p.name.startswith(".")} - set(catalogue.names()))
+        installed = sorted(set(model_store.installed_names()) - set(catalogue.names()))
         raise ModelNotFoundError(f"no model named '{name}': not a file here, not in the catalogue "
                                  f"({', '.join(catalogue.names())}), not installed (installed: "
                                  f"{', '.join(installed) or 'none'}) and not a shipped model "
