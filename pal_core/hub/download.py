@@ -31,7 +31,7 @@ from .checkpoint import CheckpointError
 from .installing import InstallError, install_file, is_disk_full
 
 RETRIES = 3  # reconnections within one run when the connection drops (each resumes where it stopped)
-STALL_SECONDS = 60  # a server that sends nothing for this long has stalled: reconnect, then give up
+STALL_SECONDS = 30  # a server that sends nothing for this long has stalled: reconnect, then give up
 TIMEOUT = (20, STALL_SECONDS)  # seconds: to connect, and between bytes (read at call time: tests shorten it)
 MAX_DOWNLOAD_BYTES = 4 * 10**9  # the official files are 0.5-1.5 GB: more than this is not a PAL4VST checkpoint
 ProgressCallback = Callable[[int, "int | None"], None]
