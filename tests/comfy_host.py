@@ -50,6 +50,7 @@ SHARED_ENV = "PAL_COMFYUI_SHARED"  # a folder holding ComfyUI-*.tar.gz and const
 REQUIRE_ENV = "PAL_REQUIRE_COMFYUI"  # set in CI: a missing ComfyUI is a failure, not a skip
 CACHE_ENV = "PAL_TEST_CACHE"
 START_TIMEOUT = 600.0  # a cold start on a busy 2-core machine imports torch, transformers, ...
+CATALOGUE_FILE = "pal-catalogue.json"  # in the session server's base directory: its $PAL_CATALOGUE
 HOST_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1", "OMP_NUM_THREADS": "2"}
 
 
@@ -269,14 +270,16 @@ class ComfyServer:
 
     @classmethod
     def start(cls, install: ComfyInstall, base: Path, extra_args: list[str] | None = None,
-              timeout: float = START_TIMEOUT) -> "ComfyServer":
+              timeout: float = START_TIMEOUT, env: dict[str, str] | None = None) -> "ComfyServer":
         port = free_port()
         log_path = base / "comfyui.log"
         command = [str(install.python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
                    "--disable-auto-launch", "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
                    "--disable-api-nodes", *(extra_args or [])]
+        extra_env = env
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "PAL_"))}
         env.update(HOST_ENV)
+        env.update(extra_env or {})
         with open(log_path, "wb") as log:
             process = subprocess.Popen(command, cwd=install.source, env=env, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
@@ -401,8 +404,12 @@ def comfy_server(comfy_install):
     """One ComfyUI for the session: this checkout in custom_nodes/pal-nodes (Manager way) and the probe."""
     # Not under pytest's basetemp: concurrent pytest runs of the same user prune each other's old ones.
     base = Path(tempfile.mkdtemp(prefix="pal-comfyui-base-"))
+    # The documented mirror switch, empty: a test may point a catalogue model at a stand-in host by writing it.
+    catalogue = base / CATALOGUE_FILE
+    catalogue.write_text("{}")
     try:
-        server = ComfyServer.start(comfy_install, make_base_dir(base, comfy_install))
+        server = ComfyServer.start(comfy_install, make_base_dir(base, comfy_install),
+                                   env={"PAL_CATALOGUE": str(catalogue)})
         try:
             yield server
         finally:

@@ -84,6 +84,12 @@ def find_installed(name: str) -> Path | None:
     return find_in(model_folders(), name)
 
 
+def installed_names() -> list[str]:
+    """Names of every model installed in the model folders (hidden partial and staging files left out)."""
+    return sorted({p.stem for folder in model_folders() if folder.is_dir() for p in folder.glob("*.safetensors")
+                   if not p.name.startswith(".")})
+
+
 def checksum_path(model: Path) -> Path:
     return model.with_name(model.name + CHECKSUM_SUFFIX)
 
