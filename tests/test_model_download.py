@@ -515,3 +515,12 @@ def test_catalogue_sizes_are_a_range_until_the_server_says(home, capsys):
     assert rows[NAME]["bytes"] is None and rows[NAME]["download_bytes"] == list(catalogue.PAL4VST_DOWNLOAD_BYTES)
     code, out, _ = run_cli(capsys, "models")
     assert "0.5-1.5 GB" in out.splitlines()[0] and "~" not in out
+
+
+def test_a_mirror_file_of_an_earlier_release_still_works(tmp_path, monkeypatch, home):
+    """approx_bytes (a guessed size, gone since the server's length is used) is accepted and ignored."""
+    url = "http://127.0.0.1:1/mirror.pth"
+    (tmp_path / "catalogue.json").write_text(json.dumps({NAME: {"url": url, "approx_bytes": 485_000_000}}))
+    monkeypatch.setenv(catalogue.CATALOGUE_ENV, str(tmp_path / "catalogue.json"))
+    entry = catalogue.get(NAME)
+    assert entry.url == url and not hasattr(entry, "approx_bytes")

@@ -142,13 +142,16 @@ def _overrides() -> dict[str, dict]:
     except (OSError, ValueError) as error:
         raise ValueError(f"${CATALOGUE_ENV}={path}: not a readable JSON file ({error})") from error
     allowed = {"url", "drive_id", "torchscript_url", "torchscript_drive_id", "architecture"}
+    # Mirror files written for earlier releases may carry approx_bytes (a guessed size, replaced by the
+    # server's announced length): still accepted, and ignored, so they keep working.
+    ignored = {"approx_bytes"}
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ValueError(f"${CATALOGUE_ENV}={path}: expected {{model name: {{field: value}}}}")
     for name, fields in data.items():
         if name not in names():
             raise ValueError(f"${CATALOGUE_ENV}={path}: '{name}' is not in the catalogue ({', '.join(names())})")
-        unknown = set(fields) - allowed
+        unknown = set(fields) - allowed - ignored
         if unknown:
             raise ValueError(f"${CATALOGUE_ENV}={path}: {name}: cannot override {sorted(unknown)} "
                              f"(allowed: {sorted(allowed)})")
-    return data
+    return {name: {k: v for k, v in fields.items() if k not in ignored} for name, fields in data.items()}
