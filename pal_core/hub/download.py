@@ -21,8 +21,6 @@ from typing import Callable
 from tqdm import tqdm
 
 from . import catalogue, model_store
-from .checkpoint import CheckpointError
-from .installing import InstallError, install_file
 
 RETRIES = 3  # reconnections within one run when the connection drops (each resumes where it stopped)
 TIMEOUT = (20, 120)  # seconds: to connect, and between bytes
@@ -81,6 +79,8 @@ def _only_download_of(partial: Path):
 
 def _install(entry: catalogue.CatalogueEntry, partial: Path, folder: Path) -> Path:
     """Checks the downloaded file and installs it; a file with the wrong content is deleted."""
+    from .checkpoint import CheckpointError  # needs torch: imported here so that `pal models` starts fast
+    from .installing import InstallError, install_file
     name = entry.name
     try:
         _refuse_web_page(partial, entry)
@@ -111,7 +111,7 @@ def _fetch(entry: catalogue.CatalogueEntry, partial: Path, show_progress: bool,
         raise DownloadError(f"downloading needs gdown: pip install 'pal-nodes[download]' (or fetch {entry.page} "
                             f"in a browser and run `pal models add FILE --name {entry.name}`)") from error
     already = _received(partial)
-    bar = tqdm(desc=entry.name, unit="B", unit_scale=True, unit_divisor=1024, initial=already,
+    bar = tqdm(desc=entry.name, unit="B", unit_scale=True, unit_divisor=1000, initial=already,
                total=entry.approx_bytes, disable=not show_progress, file=sys.stderr, dynamic_ncols=True)
 
     def report(done: int, total: int | None) -> None:
