@@ -271,8 +271,13 @@ def test_fix_resumes_and_redoes_an_unfinished_image(tmp_path, capsys, tiny_detec
     (out / "1.json").unlink()  # killed between the picture and its report
     kept = (out / "0.png").stat().st_mtime_ns
     assert main(["fix", str(folder), "--out", str(out), *model_args(tiny_detector_file)]) == 0
-    assert "2 images were already fixed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pal fix: 3 images: " in err and ", 2 already fixed by an earlier run (skipped)" in err
+    assert "0.png: already fixed in" in err and "2.png: already fixed in" in err
     assert (out / "1.json").is_file() and (out / "0.png").stat().st_mtime_ns == kept
+    assert main(["fix", str(folder), "--out", str(out), *model_args(tiny_detector_file)]) == 0  # all done
+    summary = capsys.readouterr().err.splitlines()[-1]
+    assert summary == f"pal fix: 3 images: 3 already fixed by an earlier run (skipped); results (PNG + JSON per image) in {out}"
 
 
 # ------------------------------------------------------------------------ case 10: output places

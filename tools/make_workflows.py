@@ -69,7 +69,9 @@ GROUP_COLOURS = ["#3f789e", "#8A8", "#b06634", "#a1309b"]
 DETECTOR = {"class_type": "PALLoadDetector", "_meta": {"title": "Artifact detector"},
             "inputs": {"model": "default", "device": "auto", "precision": "auto", "input_size": -1,
                        "download_if_missing": False, "allow_torchscript": False}}
-OPENCV = {"class_type": "PALLoadOpenCVInpainter", "inputs": {"method": "telea", "radius": 0.0}}
+# The node's default method, which is `pal fix`'s (frequency selective reconstruction at 128 px): the measured
+# best (docs/benchmarks.md); the smooth telea / ns fills are what the shipped detector flags, so Auto Fix undid them.
+OPENCV = {"class_type": "PALLoadOpenCVInpainter", "inputs": {"method": "fsr-fast@128", "radius": 0.0}}
 POSITIVE_TEXT = "a golden retriever puppy running on a city sidewalk at sunset, detailed fur, sharp focus"
 NEGATIVE_TEXT = "blurry, deformed, extra legs, watermark, text"
 
@@ -89,7 +91,7 @@ def preview_image(images: list, title: str) -> dict:
 def auto_fix(images: list, detector: list, inpainter: list) -> dict:
     return {"class_type": "PALAutoFixV2", "inputs": {
         "images": images, "detector": detector, "inpainter": inpainter, "seed": 0, "threshold": 0.5, "zoom": 1.5,
-        "target_size": 0, "feather": 0.06, "color_match": True, "redetect": True}}
+        "target_size": 0, "feather": 0.06, "color_match": False, "redetect": True}}  # as `pal fix` does
 
 
 def generation(batch_size: int) -> dict:
@@ -212,7 +214,7 @@ EXAMPLES: dict[str, Example] = {
          "4": {"class_type": "PALConnectedComponentCrop", "inputs": {
              "images": ["1", 0], "mask": ["3", 0], "dilation": 5, "zoom": 1.5, "min_area": 64, "max_area_ratio": 0.5,
              "target_size": 512, "multiple": "8", "merge_overlapping": True}},
-         "5": dict(OPENCV, inputs={"method": "ns", "radius": 0.0}),
+         "5": OPENCV,
          "6": {"class_type": "PALZoomInpaintV2", "inputs": {"crops": ["4", 0], "crop_masks": ["4", 1],
                                                             "inpainter": ["5", 0], "seed": 0, "crop_plan": ["4", 2]}},
          "7": {"class_type": "PALComposite", "inputs": {"images": ["1", 0], "inpainted_crops": ["6", 0],
