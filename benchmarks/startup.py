@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                     times[tree, " ".join(command)].append(run_once(tree, command, envs[tree]))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# {args.rounds} rounds, {os.cpu_count()} CPUs, load average {load:.1f} at the end")
-    print("| checkout | command | median s | min s | max s | vs first checkout |")
+    print("| checkout | command | median s | min s | max s | speed-up over the first checkout |")
     print("|---|---|---|---|---|---|")
     for command in COMMANDS:
         name = " ".join(command)
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             values = times[tree, name]
             median = statistics.median(values)
             print(f"| {tree.name or tree} | pal {name} | {median:.2f} | {min(values):.2f} | {max(values):.2f} | "
-                  f"{first / median:.1f}x faster |")
+                  f"{first / median:.1f}x |")
     return 0
 
 

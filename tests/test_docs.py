@@ -102,10 +102,15 @@ def test_every_documented_install_names_real_extras(where, words):
             assert word.split("/")[-1] == "requirements.txt"
 
 
-@pytest.mark.parametrize("where, words", [c for c in COMMANDS if c[1][0] == "python" and c[1][1:2] != ["-m"]],
-                         ids=[" ".join(c[1])[:60] for c in COMMANDS if c[1][0] == "python" and c[1][1:2] != ["-m"]])
-def test_every_documented_script_exists(where, words):
-    assert (ROOT / words[1]).is_file(), f"{where}: {words[1]} does not exist"
+def test_every_documented_script_exists():
+    """`python benchmarks/X.py` and `python tools/X.py`, in code blocks or inline: the scripts are there."""
+    named = set()
+    for path in [README, *DOCS]:
+        named |= {(path.name, script) for script in
+                  re.findall(r"python ((?:benchmarks|tools)/[\w/]+\.py)", path.read_text(encoding="utf-8"))}
+    assert len(named) >= 5  # the pattern finds them: this test can fail
+    missing = sorted((where, script) for where, script in named if not (ROOT / script).is_file())
+    assert not missing
 
 
 def _links(path: Path) -> list[str]:
