@@ -194,6 +194,7 @@ class DetectTally:
     images: int = 0
     with_artifacts: int = 0
     failed: int = 0
+    already_done: int = 0  # outputs written by an earlier run into the same folder: not run again
     par_sum: float = 0.0
     highest_probability: float = 0.0
 
@@ -210,9 +211,13 @@ class DetectTally:
     def summary(self, out: str | None) -> list[str]:
         read = self.images - self.failed
         mean = self.par_sum / read if read else 0.0
-        line = (f"{_count(self.images, 'image')}: {self.with_artifacts} with artifacts, "
-                f"{read - self.with_artifacts} without (mean PAR {mean:.4f})")
-        if out and read:
+        parts = [f"{self.with_artifacts} with artifacts, {read - self.with_artifacts} without (mean PAR {mean:.4f})"]
+        if self.already_done:
+            parts.append(f"{self.already_done} already done by an earlier run (skipped)")
+        if not self.images and self.already_done:
+            parts.pop(0)  # nothing ran: no counts to give
+        line = f"{_count(self.images + self.already_done, 'image')}: " + ", ".join(parts)
+        if out and (read or self.already_done):
             line += f"; masks, probabilities and overlays in {out}"
         lines = [line]
         if read and not self.with_artifacts:

@@ -259,6 +259,12 @@ def test_detect_resumes_after_a_kill_and_cleans_its_temporaries(tmp_path, tiny_d
     finished = {Path(r["image"]).stem for r in records if "skipped" in r}
     assert finished == {n.split(".")[0] for n in done_before if all(
         f"{n.split('.')[0]}.{k}.png" in done_before for k in ("mask", "prob", "overlay"))}
+    summary = rerun.stderr.splitlines()[-1]
+    assert summary.startswith("pal detect: 12 images: ")
+    assert (f", {len(finished)} already done by an earlier run (skipped)" in summary) == bool(finished)
+    again = subprocess.run(command, capture_output=True, text=True)  # everything done: nothing runs, all counted
+    assert again.stderr.splitlines()[-1] == (f"pal detect: 12 images: 12 already done by an earlier run (skipped); "
+                                             f"masks, probabilities and overlays in {out}")
 
 
 def test_fix_resumes_and_redoes_an_unfinished_image(tmp_path, capsys, tiny_detector_file):
