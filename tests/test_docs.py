@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pal_core.cli import COMMANDS as COMMAND_NAMES
 from pal_core.cli import build_parser
 from pal_core.hub.resources import examples_dir
 
@@ -165,3 +166,35 @@ def test_the_main_job_prints_what_the_readme_shows(tmp_path):
                             env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == shown[0].splitlines()
+
+
+def _options_of(command: str) -> set[str]:
+    parser = build_parser([command])
+    sub = parser._subparsers._group_actions[0].choices[command]
+    found = {o for action in sub._actions for o in action.option_strings}
+    for action in sub._actions:  # `pal models add` and the like
+        if hasattr(action, "choices") and isinstance(action.choices, dict):
+            for child in action.choices.values():
+                found |= {o for a in child._actions for o in a.option_strings}
+    return found
+
+
+def test_every_option_in_a_synopsis_exists():
+    """The `pal COMMAND [--option ...]` synopses (text blocks) name only options the command has."""
+    checked = 0
+    for path in [README, *DOCS]:
+        for block in code_blocks(path, "text"):
+            command = None
+            for line in block.splitlines():
+                words = line.split()
+                if len(words) > 1 and words[0] == "pal" and words[1] in COMMAND_NAMES:
+                    command = words[1]
+                elif not line.startswith(" "):  # not a synopsis, nor the continuation of one
+                    command = None
+                if command is None:
+                    continue
+                options = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", line))
+                unknown = options - _options_of(command)
+                assert not unknown, f"{path.name}: `pal {command}` has no {sorted(unknown)}"
+                checked += len(options)
+    assert checked >= 30  # the synopses are found: this test can fail
