@@ -38,7 +38,7 @@ from pal_core import atomic, load_detector  # noqa: E402
 from pal_core.imageio import overlay, read_image  # noqa: E402
 from pal_core.refinement.inpainters import make_inpainter  # noqa: E402
 from pal_core.refinement.refine import RefineOptions, refine  # noqa: E402
-from pal_core.sheets import draw_sheet, fix_row  # noqa: E402
+from pal_core.sheets import SheetStyle, fix_row  # noqa: E402
 from pal_core.train.artifacts import ARTIFACT_KINDS, apply_artifact, random_region  # noqa: E402
 from pal_core.workflow import installed_registry, run_workflow  # noqa: E402
 
@@ -408,15 +408,30 @@ def rank_sheet(detector) -> Image.Image:
 
 
 def fix_sheet(detector) -> Image.Image:
-    """What Auto Fix does to a generated picture (SDXL Turbo's, with the synthetic artifact), drawn as `pal fix
-    --sheet` draws it: input, artifacts with numbered regions, result, and each region before/after with its
-    verdict. The OpenCV fill stands in for the checkpoint's sampler, which needs your model."""
+    """What Auto Fix does to a generated picture (SDXL Turbo's, with the synthetic artifact), drawn from the
+    pictures of `pal fix --sheet`'s row, two by two so it fits a template thumbnail: the input, its artifacts
+    with numbered regions, the result (kept fixes green, rejected red), and the first region before and after.
+    The OpenCV fill stands in for the checkpoint's sampler, which needs your model."""
     image = read_image(INPUTS / ARTIFACT_IMAGE)
     result = refine(image.unsqueeze(0), detector, make_inpainter("opencv", device="cpu"), RefineOptions())
     report = result.report()[0]
     row = fix_row("generated, then auto-fixed", image, result.mask_before[0], result.images[0], result.attempted[0],
                   report["regions"], report["par_before"], report["par_after"])
-    return Image.fromarray(draw_sheet([row]))
+    style = SheetStyle()
+    index, before, after, before_text, after_text, _ = row.regions[0]
+    region = Image.new("RGB", (style.panel, style.panel), style.background)
+    half = style.panel // 2
+    region.paste(before.resize((half, half)), (0, (style.panel - half) // 2))
+    region.paste(after.resize((half, half)), (half, (style.panel - half) // 2))
+    tiles = [*row.panels, (region, f"#{index}: {before_text} -> {after_text}")]
+    cell_w, cell_h = style.panel + style.gap, style.panel + style.caption + style.gap
+    sheet = Image.new("RGB", (style.gap + 2 * cell_w, style.gap + 2 * cell_h), style.background)
+    draw = ImageDraw.Draw(sheet)
+    for k, (picture, caption) in enumerate(tiles):
+        x, y = style.gap + (k % 2) * cell_w, style.gap + (k // 2) * cell_h
+        sheet.paste(picture, (x, y))
+        draw.text((x, y + style.panel + 2), caption, fill=style.text)
+    return sheet
 
 
 def thumbnail(example: Example, detector) -> Image.Image:
