@@ -8,10 +8,8 @@ import sys
 from pathlib import Path
 
 from ..hub import catalogue, model_store
-from ..hub.checkpoint import CheckpointError
 from ..hub.download import received_bytes
-from ..hub.installing import InstallError, install_file
-from ..hub.loading import ModelNotFoundError, locate_model
+from ..hub.model_store import locate_model
 from .download import say_where_it_loads_from
 
 
@@ -116,6 +114,9 @@ def guess_name(file: Path) -> str | None:
 
 
 def run_add(args: argparse.Namespace) -> int:
+    from ..hub.checkpoint import CheckpointError  # needs torch: not imported for listing
+    from ..hub.installing import InstallError, install_file
+    from ..hub.loading import ModelNotFoundError
     name = args.name or guess_name(args.file)
     if name is None:
         print(f"pal models add: which model is {args.file.name}? Pass --name (e.g. --name pal4vst-unified)",

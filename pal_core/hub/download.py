@@ -27,8 +27,6 @@ from tqdm import tqdm
 
 from .. import atomic
 from . import catalogue, model_store
-from .checkpoint import CheckpointError
-from .installing import InstallError, install_file, is_disk_full
 
 RETRIES = 3  # reconnections within one run when the connection drops (each resumes where it stopped)
 STALL_SECONDS = 30  # a server that sends nothing for this long has stalled: reconnect, then give up
@@ -149,6 +147,8 @@ def _only_download_of(partial: Path):
 def _install(entry: catalogue.CatalogueEntry, source: dict, partial: Path, folder: Path, say: Say,
              by_hand: str) -> Path:
     """Checks the downloaded file and installs it; a file with the wrong content is deleted."""
+    from .checkpoint import CheckpointError  # needs torch: imported here so that `pal models` starts fast
+    from .installing import InstallError, install_file, is_disk_full
     name, link = entry.name, _link(source)
     try:
         _refuse_web_page(partial, entry, by_hand)
@@ -237,7 +237,7 @@ def _fetch(entry: catalogue.CatalogueEntry, source: dict, partial: Path, show_pr
                             f"({error}); reinstall the pack's requirements, or {by_hand}") from error
     already = _received(partial)
     low, high = entry.download_bytes or (None, None)
-    bar = tqdm(desc=entry.name, unit="B", unit_scale=True, unit_divisor=1024, initial=already,
+    bar = tqdm(desc=entry.name, unit="B", unit_scale=True, unit_divisor=1000, initial=already,
                total=high, disable=not show_progress, file=sys.stderr, dynamic_ncols=True)
     link = _link(source)
     checks = _TransferChecks(entry, partial, link)

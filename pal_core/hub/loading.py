@@ -35,6 +35,7 @@ from ..detect.preprocess import Preprocess
 from ..models.fusion import fuse_conv_bn
 from ..models.swin_upernet import CheckpointMismatch, from_mmseg_checkpoint, is_mmseg_swin_upernet
 from . import catalogue, model_store
+from .model_store import locate_model  # noqa: F401  (part of this module's API; torch-free for `pal models`)
 from .checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file
 from .resources import WEIGHTS_ENV, weights_dirs  # noqa: F401  (WEIGHTS_ENV: part of this module's API)
 from .torch_pickle import PickleReadError, read_torch_checkpoint
@@ -59,7 +60,7 @@ def available_models() -> list[str]:
 
 
 def _shipped(name: str) -> Path | None:
-    return model_store.find_in(weights_dirs(), name)
+    return model_store.find_in(weights_dirs(), name)  # the same lookup as model_store.locate_model's
 
 
 def not_installed_message(entry: catalogue.CatalogueEntry) -> str:
@@ -82,18 +83,6 @@ def _say_once(message: str) -> None:
     if message not in _said:
         _said.add(message)
         print(f"pal: {message}", file=sys.stderr)
-
-
-def locate_model(name: str, download: bool = False) -> Path | None:
-    """The file of a catalogue model (None when it is not installed and `download` is False)."""
-    entry = catalogue.get(name)
-    if entry.shipped:
-        return _shipped(entry.shipped)
-    path = model_store.find_installed(entry.name)
-    if path is None and download:
-        from .download import download_model  # the network, only when asked for
-        path = download_model(entry.name)
-    return path
 
 
 def resolve_source(source: str | os.PathLike | None, download: bool = False) -> Path:
