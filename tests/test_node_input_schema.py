@@ -132,7 +132,9 @@ def test_every_earlier_release_s_inputs_are_still_accepted(release, current):
 
 
 def test_the_record_says_what_the_nodes_accept_now(recorded, current):
-    assert current == recorded, f"the nodes changed without breaking anything: record them ({RECORD_COMMAND})"
+    if pack_breaks(recorded, current):
+        pytest.skip("the nodes changed in a way that breaks saved workflows: the test above says how")
+    assert current == recorded, f"the nodes changed without breaking saved workflows: record them ({RECORD_COMMAND})"
 
 
 def test_deprecated_nodes_stay_registered_and_marked(current):
