@@ -27,7 +27,7 @@ def register(subparsers) -> None:
                     "is not valid (or cannot run here).")
     parser.add_argument("workflow", type=Path, nargs="?",
                         help="workflow .json file (UI or API format), a PNG saved by ComfyUI or `pal run`, or the "
-                             "name of a shipped example (--list-examples)")
+                             "name of a shipped example (--list-examples; its earlier names work too)")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="comfyui: ComfyUI's executor; builtin: our runtime; auto (default): comfyui when a "
                              "ComfyUI is found, else builtin")
