@@ -8,8 +8,9 @@ file's git blob id in tests/data/workflows/corpus/MANIFEST.json, and what that r
 (inputs, widget order, outputs; read from its own code) in corpus/node_inputs/LABEL.json.
 tests/test_workflow_corpus.py checks the files against those ids, so a corpus file edited by hand fails
 the suite: the corpus is what users saved, never what we wish they had saved;
-tests/test_node_input_schema.py checks today's nodes against every release's record. Run it when a release changes what the examples ask of the
-nodes (docs/compatibility.md); an existing label is never overwritten.
+tests/test_node_input_schema.py checks today's nodes against every release's record. Run it when a
+release changes what the examples ask of the nodes (docs/compatibility.md); an existing label is never
+overwritten.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ DESCRIBE_RELEASE = """
 import json, sys, importlib.util
 import pal_core
 assert pal_core.__file__.startswith(sys.argv[1]), pal_core.__file__
-spec = importlib.util.spec_from_file_location("release_nodes", "nodes/__init__.py", submodule_search_locations=["nodes"])
+spec = importlib.util.spec_from_file_location("release_nodes", "nodes/__init__.py",
+                                              submodule_search_locations=["nodes"])
 nodes = importlib.util.module_from_spec(spec)
 sys.modules["release_nodes"] = nodes
 spec.loader.exec_module(nodes)
