@@ -106,12 +106,14 @@ class PALLoadDetector:
                                    "tooltip": "Square size the network runs at. -1: the size saved in the model "
                                               "file (PAL4VST and pal-lite: 512; a distilled student: its own). 0: "
                                               "each image's own size (slower, finer masks on large images)."}),
+        }, "optional": {
+            # Inputs added after the first release are optional and come after every older widget: files saved
+            # before them keep their values' positions and get the old behaviour (docs/compatibility.md).
             "download_if_missing": ("BOOLEAN", {
                 "default": False,
                 "tooltip": "Download a catalogue model that is not installed yet from its authors' link (0.5 to "
                            "1.5 GB, into models/pal4vst, with a progress bar; then converted, which takes a minute). "
                            "Off: a missing model is an error that says how to get it. Nothing is ever downloaded unless this is on."}),
-        }, "optional": {
             "allow_torchscript": ("BOOLEAN", {"default": False, "tooltip": (
                 "A TorchScript file (.pt) is a program, not data: running it runs code that can read and write "
                 "your files. Off: only its weights are read (the official end2end.pt works this way). On: a "

@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from browser import BrowserError, Chromium, find_chromium
+from pal_nodes import NODE_CLASS_MAPPINGS
 from tiny_sd15 import write_tiny_sd15
+from workflow_corpus import corpus_members, with_added_defaults
 
 pytestmark = pytest.mark.comfyui
 
@@ -29,19 +31,16 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
 PACK = "pal-nodes"  # the folder the harness installs the pack into: the templates browser's module name
 EXAMPLES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
-# Workflows saved with the pack's first nodes (one inpainter loader, a prompt on Auto Fix / Zoom Inpaint).
-SAVED_BEFORE = sorted(p for p in (Path(__file__).parent / "data" / "workflows" / "v0.1").glob("*.json")
-                      if not p.name.endswith(".api.json"))
+# Workflows saved with earlier releases (tests/workflow_corpus.py), those that need no checkpoint; the
+# oldest release's (one inpainter loader, a prompt on Auto Fix / Zoom Inpaint) are also run from the page.
+SAVED_BEFORE = [member for member in corpus_members() if not member.needs_checkpoint]
+RUN_FROM_THE_PAGE = SAVED_BEFORE[0].release
 NEEDS_A_CHECKPOINT = {"CheckpointLoaderSimple"}
 SHOWS_PAR = {"PALDetectArtifacts", "PALPARScore", "PALRankByPAR", "PALAutoFixV2", "PALAutoFix"}
 
 
 def load_example(name: str) -> str:
     return LOAD % {"workflow": FROM_TEMPLATES % {"pack": PACK, "name": json.dumps(name)}, "name": json.dumps(name)}
-
-
-# Optional widgets that nodes gained after v0.1, with the defaults the front end fills in for old files.
-ADDED_SINCE_V01 = {"allow_torchscript": False}
 
 
 def same_prompt(sent: dict, twin: dict) -> bool:
@@ -313,21 +312,17 @@ def test_generation_example_runs_from_the_page_with_a_tiny_checkpoint(name, page
         assert len(lines) == 6 and sum(line.endswith("kept") for line in lines) == 2 and len(ui["par"]) == 6
 
 
-@pytest.mark.parametrize("saved", SAVED_BEFORE, ids=lambda p: p.stem)
-def test_workflows_saved_with_the_old_nodes_still_load_and_run(saved, page):
-    """The deprecated nodes keep their ids and widgets: old files load with every value in place."""
-    graph = page.evaluate(LOAD % {"workflow": saved.read_text(), "name": json.dumps(saved.stem)})
+@pytest.mark.parametrize("member", SAVED_BEFORE, ids=lambda member: member.id)
+def test_workflows_saved_with_earlier_releases_still_load_and_run(member, page):
+    """Deprecated nodes keep their ids and widgets, new inputs come after the old ones: old files load with
+    every value in place, and the front end fills in the defaults of the inputs added since."""
+    graph = page.evaluate(LOAD % {"workflow": member.ui.read_text(encoding="utf-8"), "name": json.dumps(member.name)})
     assert [n["type"] for n in graph["nodes"] if n["errors"] or not n["registered"]] == []
-    twin = json.loads(saved.with_name(saved.stem + ".api.json").read_text())
-    for node_id, node in twin.items():  # optional widgets added since v0.1 are sent with their defaults
-        for name, default in ADDED_SINCE_V01.items():
-            if name in graph["prompt"].get(node_id, {}).get("inputs", {}) and name not in node["inputs"]:
-                assert graph["prompt"][node_id]["inputs"][name] == default, (node_id, name)
-                node["inputs"][name] = default
-    assert same_prompt(graph["prompt"], twin)
-    assert {"PALLoadInpainter"} <= {n["type"] for n in graph["nodes"]}
+    assert same_prompt(graph["prompt"], with_added_defaults(member, member.api_prompt, NODE_CLASS_MAPPINGS))
+    if member.release != RUN_FROM_THE_PAGE:  # every member runs in tests/test_workflow_corpus_comfyui.py
+        return
     run = page.evaluate(RUN % {"timeout_ms": 600_000, "clear": "false"}, timeout=660)
-    page.screenshot(artifacts_dir() / shot_name(saved.stem, "saved-before-after-run"))
+    page.screenshot(artifacts_dir() / shot_name(member.id, "saved-before-after-run"))
     assert run["status"]["status_str"] == "success", run["status"]
 
 

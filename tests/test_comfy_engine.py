@@ -142,6 +142,8 @@ def runs(comfy_install, tmp_path_factory):  # noqa: F811 (the fixture imported a
                                        "comfyui": str(comfy_install.source), "models_dir": str(models),
                                        "output_dir": str(out / "python"), "overrides": {"5.seed": 8}},
                       "outputs": [["6", 0], ["8", 0], ["8", 3], ["1", 0]]}
+    # a shipped API twin as shipped: its images are in input/ beside its UI file, one folder up
+    jobs["api_twin"] = ["run", str(WORKFLOWS / "api" / f"{DETECT}.json"), *comfy, "--output-dir", str(out / "twin")]
     for name in examples_builtin_can_run():  # plain `pal run FILE`: images from input/ beside the file
         jobs[f"comfyui:{name}"] = ["run", str(WORKFLOWS / f"{name}.json"), *comfy,
                                    "--output-dir", str(out / "c" / name)]
@@ -289,3 +291,15 @@ def test_both_engines_write_pixel_identical_files(runs, name):
     for a, b in zip(comfy_files, builtin_files):
         assert a.relative_to(runs["out"] / "c" / name) == b.relative_to(runs["out"] / "b" / name)
         assert np.array_equal(pixels(a), pixels(b))
+
+
+def test_a_shipped_api_twin_runs_as_shipped(runs):
+    """`pal run workflows/api/X.json`: no --input-dir, and the same files as its UI file on the built-in engine."""
+    twin, builtin = runs["results"]["api_twin"], runs["results"][f"builtin:{DETECT}"]
+    assert twin["status"] == 0, twin["stderr"][-5000:]
+    assert summary(twin)["engine"] == "comfyui" and summary(twin)["format"] == "api"
+    twin_files = sorted(Path(p) for p in summary(twin)["files"])
+    builtin_files = sorted(Path(p) for p in summary(builtin)["files"])
+    assert twin_files and [p.relative_to(runs["out"] / "twin") for p in twin_files] == [
+        p.relative_to(runs["out"] / "b" / DETECT) for p in builtin_files]
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(twin_files, builtin_files))

@@ -123,3 +123,17 @@ def test_an_input_folder_beside_the_workflow_is_where_images_are_looked_for(tmp_
     assert default_input_dir(tmp_path) == tmp_path
     (tmp_path / "input").mkdir()
     assert default_input_dir(tmp_path) == tmp_path / "input"
+
+
+def test_an_api_twin_in_api_finds_the_images_of_its_ui_file(tmp_path):
+    from pal_core.workflow import default_input_dir
+    from pal_core.workflow.engines import EngineJob
+    (tmp_path / "api").mkdir()
+    assert default_input_dir(tmp_path / "api") == tmp_path / "api"  # no input/ anywhere: the file's folder
+    (tmp_path / "input").mkdir()
+    assert default_input_dir(tmp_path / "api") == tmp_path / "input"
+    assert EngineJob({}, tmp_path / "api").input_folder_beside() == tmp_path / "input"
+    (tmp_path / "other").mkdir()  # only api/ looks one folder up
+    assert default_input_dir(tmp_path / "other") == tmp_path / "other"
+    (tmp_path / "api" / "input").mkdir()  # its own input/ comes first
+    assert default_input_dir(tmp_path / "api") == tmp_path / "api" / "input"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -328,3 +329,44 @@ def test_save_image_skips_a_file_that_appears_after_counting(tmp_path, monkeypat
     assert [p.name for p in result.files] == ["img_00002_.png", "img_00003_.png"]
     assert (out / "img_00001_.png").read_bytes() == b"written by someone else meanwhile"
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+# Examples by name: the shipped ones, their earlier names, and what a name that is neither says.
+
+def test_an_example_runs_by_its_name_or_an_earlier_one(tmp_path, monkeypatch, capsys):
+    from pal_core.workflow.examples import EXAMPLE_ALIASES, find_example, shipped_examples
+    monkeypatch.delenv("COMFYUI_PATH", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert set(EXAMPLE_ALIASES.values()) == set(shipped_examples())  # every earlier name leads somewhere
+    for old, current in EXAMPLE_ALIASES.items():
+        assert find_example(old) == find_example(current + ".json") == (shipped_examples()[current], current)
+    assert main(["run", "pal_autofix_opencv", "--engine", "builtin", "--json", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "'pal_autofix_opencv' is now called 'Fix artifacts in your images'" in captured.err
+    summary = json.loads(captured.out)
+    assert summary["workflow"] == str(shipped_examples()["Fix artifacts in your images"])
+    assert [Path(p).relative_to(tmp_path / "output").as_posix() for p in summary["files"]] == ["pal/fixed_00001_.png"]
+
+
+@pytest.mark.parametrize("given", ["pal_autofix_opencvv", "no/such/workflow.json"])
+def test_a_workflow_that_is_neither_a_file_nor_an_example_lists_the_examples(given, tmp_path, monkeypatch, capsys):
+    from pal_core.workflow.examples import shipped_examples
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", given, "--json"]) == 2
+    captured = capsys.readouterr()
+    assert f"no such workflow file or example: {given}" in captured.err and "--list-examples" in captured.err
+    assert all(f"\n  {name}" in captured.err for name in shipped_examples()) and len(shipped_examples()) == 5
+    assert json.loads(captured.out)["examples"] == list(shipped_examples())
+    assert not (tmp_path / "output").exists()
+
+
+def test_the_shipped_api_twins_run_as_shipped(tmp_path, monkeypatch, capsys):
+    """`pal run workflows/api/X.json` with no --input-dir finds the images in workflows/input/."""
+    from pal_core.workflow.examples import shipped_examples
+    monkeypatch.delenv("COMFYUI_PATH", raising=False)
+    monkeypatch.chdir(tmp_path)
+    twin = shipped_examples()["Detect artifacts in your images"].parent / "api" / "Detect artifacts in your images.json"
+    assert main(["run", str(twin), "--engine", "builtin", "--json", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    saves = [node for node in json.loads(twin.read_text()).values() if node["class_type"] == "SaveImage"]
+    assert summary["format"] == "api" and len(summary["files"]) == len(saves) >= 1

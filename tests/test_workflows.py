@@ -140,24 +140,4 @@ def test_examples_the_builtin_runtime_cannot_run_say_to_use_comfyui(tmp_path):
         assert "pass --comfyui DIR" in str(error.value)
 
 
-SAVED_BEFORE = sorted(p for p in (Path(__file__).parent / "data" / "workflows" / "v0.1").glob("*.json")
-                      if not p.name.endswith(".api.json"))
-
-
-@pytest.mark.parametrize("saved", SAVED_BEFORE, ids=lambda p: p.stem)
-def test_workflows_saved_with_the_first_nodes_still_run(saved, tmp_path):
-    """Files saved before the inpainter loader split and the prompt move (deprecated ids, old widgets) run as
-    their API twins do, their values read in place."""
-    assert len(SAVED_BEFORE) == 2
-    ui = run(saved, tmp_path / "ui")
-    twin = run(saved.with_name(saved.stem + ".api.json"), tmp_path / "api")
-    # optional widgets added since v0.1 get their defaults in the UI file, as the frontend gives them
-    added_since = {"allow_torchscript": False}
-    for node_id, node in ui.prompt.items():
-        for name, default in added_since.items():
-            if name not in twin.prompt[node_id]["inputs"] and node["inputs"].get(name, default) == default:
-                node["inputs"].pop(name, None)
-    assert ui.prompt == twin.prompt
-    assert {node["class_type"] for node in ui.prompt.values()} & {"PALAutoFix", "PALZoomInpaint", "PALLoadInpainter"}
-    assert ui.files and len(ui.files) == len(twin.files)
-    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(sorted(ui.files), sorted(twin.files)))
+# Workflows saved with earlier releases: tests/test_workflow_corpus.py (the corpus of every release).

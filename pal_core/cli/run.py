@@ -8,11 +8,11 @@ import sys
 import traceback
 from pathlib import Path
 
-from ..hub.resources import examples_dir
 from ..outputs import check_output_folder
 from ..workflow import NodeExecutionError, WorkflowError, WorkflowValidationError, installed_registry, run_workflow
 from ..workflow.engines import COMFYUI_ENV, ENGINES
 from ..workflow.errors import HostNodeError
+from ..workflow.examples import examples_listing, find_example, shipped_examples
 
 
 def register(subparsers) -> None:
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
                     "is not valid (or cannot run here).")
     parser.add_argument("workflow", type=Path, nargs="?",
                         help="workflow .json file (UI or API format), a PNG saved by ComfyUI or `pal run`, or the "
-                             "name of a shipped example (--list-examples)")
+                             "name of a shipped example (--list-examples; its earlier names work too)")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="comfyui: ComfyUI's executor; builtin: our runtime; auto (default): comfyui when a "
                              "ComfyUI is found, else builtin")
@@ -91,27 +91,29 @@ def _list_nodes(registry) -> None:
         print(f"note: {problem}")
 
 
-def _shipped_examples() -> dict[str, Path]:
-    folder = examples_dir()
-    return {} if folder is None else {p.stem: p for p in sorted(folder.glob("*.json"))}
-
-
 def _list_examples() -> None:
-    examples = _shipped_examples()
+    examples = shipped_examples()
     for name in examples:
         print(name)
     if examples:
         print(f"(in {next(iter(examples.values())).parent}; their images in input/ there)")
 
 
-def _resolve_example(args: argparse.Namespace) -> None:
-    """A workflow given by a shipped example's name: its file (its images are in input/ beside it)."""
+def _resolve_example(args: argparse.Namespace) -> str | None:
+    """A workflow given by a shipped example's name (or an earlier name of it): its file, whose images are in
+    input/ beside it. Returns why nothing can be run when the workflow is neither a file nor an example."""
     given = args.workflow
-    if given.exists() or given.suffix or len(given.parts) != 1:
-        return
-    example = _shipped_examples().get(str(given))
-    if example is not None:
-        args.workflow = example
+    if given.exists():
+        return None
+    found = find_example(str(given)) if len(given.parts) == 1 else None
+    if found is not None:
+        args.workflow, current = found
+        if current != given.name.removesuffix(".json"):
+            print(f"pal run: '{given}' is now called '{current}'", file=sys.stderr)
+        return None
+    return (f"no such workflow file or example: {given}\nThe examples shipped with the project (run one by its "
+            f"name, e.g. pal run \"{next(iter(shipped_examples()), 'NAME')}\"; pal run --list-examples says where "
+            f"they are):\n{examples_listing()}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,7 +132,13 @@ def run(args: argparse.Namespace) -> int:
         if problem:
             print(f"pal run: {problem}; nothing was run", file=sys.stderr)
             return 2
-    _resolve_example(args)
+    missing = _resolve_example(args)
+    if missing:
+        print(f"pal run: {missing}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"status": "invalid", "error": missing.splitlines()[0], "problems": [],
+                              "examples": list(shipped_examples())}, indent=2))
+        return 2
     try:
         result = run_workflow(args.workflow, input_dir=args.input_dir, output_dir=args.output_dir,
                               overrides=args.overrides, preview_dir=args.preview_dir, engine=args.engine,

@@ -46,10 +46,11 @@ def _read(workflow: str | os.PathLike | Mapping) -> tuple[dict, Path | None]:
 
 def default_input_dir(base_dir: Path | None) -> Path:
     """Where LoadImage looks when no input folder is given: `input/` beside the workflow file if there is
-    one (the examples keep their images there), else the file's own folder, else the current folder."""
+    one (the examples keep their images there; an API twin in api/ uses its UI file's), else the file's own
+    folder, else the current folder."""
     if base_dir is None:
         return Path.cwd()
-    return base_dir / "input" if (base_dir / "input").is_dir() else base_dir
+    return engines.input_folder_beside(base_dir) or base_dir
 
 
 def _context(base_dir: Path | None, input_dir, output_dir, preview_dir) -> RunContext:

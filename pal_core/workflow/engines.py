@@ -42,9 +42,19 @@ class EngineJob:
 
     def input_folder_beside(self) -> Path | None:
         """An `input/` folder beside the workflow file, where the examples keep their images."""
-        if self.base_dir is not None and (self.base_dir / "input").is_dir():
-            return self.base_dir / "input"
+        return input_folder_beside(self.base_dir)
+
+
+API_TWINS_FOLDER = "api"  # the examples keep their API-format twins in api/, beside the UI files and input/
+
+
+def input_folder_beside(base_dir: Path | None) -> Path | None:
+    """The `input/` folder beside a workflow file (`base_dir` is its folder), where the examples keep their
+    images; for an API twin in an api/ folder, the `input/` beside that folder (its UI file's)."""
+    if base_dir is None:
         return None
+    candidates = [base_dir] + ([base_dir.parent] if base_dir.name == API_TWINS_FOLDER else [])
+    return next((folder / "input" for folder in candidates if (folder / "input").is_dir()), None)
 
 
 def choose_engine(engine: str, comfyui: str | os.PathLike | None = None) -> tuple[str, object | None, Path | None]:
