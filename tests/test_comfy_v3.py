@@ -30,11 +30,19 @@ def schema_report(server) -> dict:
     return json.loads(finished.text("1")[0])
 
 
-def loader_with(names: tuple) -> types.ModuleType:
-    """A `nodes` module whose load_custom_node looks for these attributes of a pack, as ComfyUI's does."""
+async def load_v1_or_v3(module):
+    """What ComfyUI 0.3.64's nodes.load_custom_node looks for in a pack (V1 first, then V3)."""
+    return hasattr(module, "NODE_CLASS_MAPPINGS") or hasattr(module, "comfy_entrypoint")
+
+
+async def load_v1_only(module):
+    """A ComfyUI from before V3: only NODE_CLASS_MAPPINGS."""
+    return hasattr(module, "NODE_CLASS_MAPPINGS")
+
+
+def host_nodes_module(loader) -> types.ModuleType:
     host = types.ModuleType("nodes")
-    looks = " or ".join(f"hasattr(module, {name!r})" for name in names)
-    exec(f"async def load_custom_node(module):\n    return {looks}", host.__dict__)
+    host.load_custom_node = loader
     return host
 
 
@@ -46,13 +54,13 @@ def test_outside_comfyui_the_pack_offers_v1_mappings_only(monkeypatch):
     assert set(NODE_CLASS_MAPPINGS) == set(pal_nodes.NODE_DISPLAY_NAME_MAPPINGS)
 
 
-@pytest.mark.parametrize("constants, schema, expected", [
-    (("comfy_entrypoint",), "", False),         # no comfy_api here: V1
-    (("NODE_CLASS_MAPPINGS",), "", False),      # a loader that never asks for comfy_entrypoint: V1
-    (("comfy_entrypoint",), "v1", False),       # the user's switch
+@pytest.mark.parametrize("loader, schema, expected", [
+    (load_v1_or_v3, "", False),  # no comfy_api here: V1
+    (load_v1_only, "", False),   # a loader that never asks for comfy_entrypoint: V1
+    (load_v1_or_v3, "v1", False),  # the user's switch
 ])
-def test_v3_is_offered_only_where_the_host_loader_asks_for_it(monkeypatch, constants, schema, expected):
-    monkeypatch.setitem(sys.modules, "nodes", loader_with(constants))
+def test_v3_is_offered_only_where_the_host_loader_asks_for_it(monkeypatch, loader, schema, expected):
+    monkeypatch.setitem(sys.modules, "nodes", host_nodes_module(loader))
     monkeypatch.setenv(v3.SCHEMA_ENV, schema)
     assert v3.host_loads_v3() is expected
 
@@ -69,10 +77,16 @@ def test_a_host_that_asks_for_comfy_entrypoint_and_has_comfy_api_gets_v3(monkeyp
     package.latest = latest
     monkeypatch.setitem(sys.modules, "comfy_api", package)
     monkeypatch.setitem(sys.modules, "comfy_api.latest", latest)
-    monkeypatch.setitem(sys.modules, "nodes", loader_with(("comfy_entrypoint",)))
+    monkeypatch.setitem(sys.modules, "nodes", host_nodes_module(load_v1_or_v3))
     monkeypatch.delenv(v3.SCHEMA_ENV, raising=False)
     assert v3.host_loads_v3() is True
+    monkeypatch.setenv(v3.SCHEMA_ENV, "V1")  # the switch, in any case
+    assert v3.host_loads_v3() is False
+    monkeypatch.delenv(v3.SCHEMA_ENV)
     del latest.io.Hidden  # an early V3 without what the adapter needs: V1
+    assert v3.host_loads_v3() is False
+    monkeypatch.setitem(sys.modules, "nodes", host_nodes_module(load_v1_only))
+    latest.io.Hidden = object()
     assert v3.host_loads_v3() is False
 
 
