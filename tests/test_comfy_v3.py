@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,11 @@ import pal_nodes
 from pal_nodes import NODE_CLASS_MAPPINGS, v3
 from comfy_host import EXAMPLE_INPUTS, HostError
 
-EXAMPLE_IMAGE = sorted(EXAMPLE_INPUTS.glob("*.jpg"))[0].name
+EXAMPLE_IMAGES = {path.name for path in EXAMPLE_INPUTS.glob("*.jpg")}  # what the harness puts in input/
+EXAMPLE_IMAGE = sorted(EXAMPLE_IMAGES)[0]
+CORPUS = Path(__file__).resolve().parent / "data" / "workflows"  # saved workflows of earlier releases
+SHOWS_TEXT = {"PALLoadDetector", "PALDetectArtifacts", "PALPARScore", "PALRankByPAR", "PALAutoFixV2", "PALAutoFix",
+              "PALZoomInpaintV2", "PALZoomInpaint"}  # nodes that return ui text (web/pal_results.js shows it)
 # What ComfyUI's V3 schema adds to an output node by itself (Schema.finalize): hidden inputs the node never
 # receives as arguments. Nothing else may differ.
 OUTPUT_NODE_HIDDEN = {"prompt": ["PROMPT"], "extra_pnginfo": ["EXTRA_PNGINFO"]}
@@ -156,3 +161,30 @@ def test_v3_nodes_run_and_show_what_v1_showed(comfy_server):
     (scored,) = finished.text("3")
     par = finished.outputs["3"]["par"]
     assert len(par) == 1 and 0.0 <= par[0] <= 1.0 and scored == f"#0  PAR {par[0]:.4f}  ({par[0]:.1%} of pixels)"
+
+
+def saved_api_workflows() -> list[Path]:
+    """The saved API-format workflows of the compatibility corpus that name PAL nodes and only the example
+    images (tests/data/workflows/, every release's folder)."""
+    found = []
+    for path in sorted(CORPUS.rglob("*.api.json")):
+        prompt = json.loads(path.read_text())
+        images = {node["inputs"].get("image") for node in prompt.values() if node["class_type"] == "LoadImage"}
+        if any(node["class_type"].startswith("PAL") for node in prompt.values()) and images <= EXAMPLE_IMAGES:
+            found.append(path)
+    return found
+
+
+@pytest.mark.comfyui
+@pytest.mark.parametrize("saved", saved_api_workflows(), ids=lambda p: str(p.relative_to(CORPUS)))
+def test_saved_api_workflows_run_on_the_v3_nodes(saved, comfy_server):
+    prompt = json.loads(saved.read_text())
+    for node in prompt.values():  # their files apart from other tests' in this server
+        if node["class_type"] == "SaveImage":
+            node["inputs"]["filename_prefix"] = f"v3-corpus/{saved.stem}/{node['inputs']['filename_prefix']}"
+    finished = comfy_server.run(prompt)
+    saved_files = [f for node_id, node in prompt.items() if node["class_type"] == "SaveImage"
+                   for f in finished.images(node_id)]
+    assert saved_files and all(f.is_file() and f.stat().st_size > 0 for f in saved_files)
+    shown = [text for node_id, node in prompt.items() if node["class_type"] in SHOWS_TEXT for text in finished.text(node_id)]
+    assert shown and all(text.strip() for text in shown)
