@@ -246,14 +246,16 @@ TEMPLATES_DIALOG = """(async () => {
   }
   if (!entry) throw new Error("the templates browser lists no category %(pack)s");
   entry.click();
-  const dialog = document.querySelector(DIALOG);
-  let images = [];
-  while (Date.now() < deadline) {  // the thumbnails are fetched, then shown
-    images = [...dialog.querySelectorAll("img")];
-    if (images.length >= %(count)d && images.every(i => i.complete && i.naturalWidth > 0)) break;
+  const dialog = document.querySelector(DIALOG), names = %(names)s;
+  // Shown once the category shown before is gone: one thumbnail per example (fetched, then shown from a
+  // blob: URL), every title listed.
+  const loaded = () => [...dialog.querySelectorAll("img")].filter(i => i.complete && i.naturalWidth > 0);
+  while (Date.now() < deadline + 30000) {
+    const images = dialog.querySelectorAll("img").length;
+    if (images === names.length && loaded().length === images && names.every(n => dialog.innerText.includes(n))) break;
     await sleep(300);
   }
-  return {text: dialog.innerText, loaded: images.filter(i => i.complete && i.naturalWidth > 0).length};
+  return {text: dialog.innerText, loaded: loaded().length, images: dialog.querySelectorAll("img").length};
 })()"""
 
 
@@ -272,14 +274,14 @@ CLOSE_DIALOG = """(async () => {
 
 @ON_EVERY_FRONT_END
 def test_the_templates_browser_shows_each_example_titled_with_its_thumbnail(page):
-    shown = page.evaluate(TEMPLATES_DIALOG % {"pack": PACK, "count": len(EXAMPLES), "dialog": DIALOG_JS})
+    shown = page.evaluate(TEMPLATES_DIALOG % {"pack": PACK, "names": json.dumps(EXAMPLES), "dialog": DIALOG_JS})
     page.screenshot(artifacts_dir() / f"templates-browser-{page.front_end}.png")
     assert page.evaluate(CLOSE_DIALOG), "the templates browser did not close"
     lines = shown["text"].splitlines()
     for name in EXAMPLES:  # title, and (1.27: under it) the description ComfyUI derives from the file name
         assert name in lines, name
         assert page.front_end != BUNDLED or name.replace("-", " ") in lines, name
-    assert shown["loaded"] >= len(EXAMPLES)
+    assert shown["loaded"] == shown["images"] == len(EXAMPLES), shown
 
 
 @ON_EVERY_FRONT_END
