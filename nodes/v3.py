@@ -16,6 +16,8 @@ What the schema keeps as V1 had it, and why (docs/comfyui.md, "V1 or V3"):
   validation function names, so a `**kwargs` wrapper would turn off every min/max/options check.
 - V3 nodes are stateless classes: each run gets a fresh V1 instance (the PAL nodes keep no state on
   `self`; cached models live in pal_core).
+- a node taking the hidden UNIQUE_ID is marked not idempotent: 0.3.64 keys a V1 node's cache by node id
+  when its hidden inputs hold "UNIQUE_ID", and never finds it in V3's ("UNIQUE_ID",).
 """
 
 from __future__ import annotations
@@ -142,6 +144,7 @@ def define_schema(v1: type, node_id: str, display_name: str | None):
     """The V3 Schema of a V1 node class, read from it now (its dropdowns list the files there are now)."""
     io = _io()
     declared = v1.INPUT_TYPES()
+    hidden = list(schema_hidden(declared.get("hidden", {})).values())
     inputs = [schema_input(name, spec, optional=(group == "optional"))
               for group in ("required", "optional") for name, spec in declared.get(group, {}).items()]
     types = tuple(v1.RETURN_TYPES)
@@ -153,10 +156,11 @@ def define_schema(v1: type, node_id: str, display_name: str | None):
     return io.Schema(
         node_id=node_id, display_name=display_name, category=getattr(v1, "CATEGORY", "sd"),
         description=getattr(v1, "DESCRIPTION", ""), inputs=inputs, outputs=outputs,
-        hidden=list(schema_hidden(declared.get("hidden", {})).values()) or None,
+        hidden=hidden or None,
         is_input_list=bool(getattr(v1, "INPUT_IS_LIST", False)), is_output_node=bool(getattr(v1, "OUTPUT_NODE", False)),
         is_deprecated=bool(getattr(v1, "DEPRECATED", False)), is_experimental=bool(getattr(v1, "EXPERIMENTAL", False)),
-        not_idempotent=bool(getattr(v1, "NOT_IDEMPOTENT", False)))
+        # 0.3.64 caches a V1 node taking UNIQUE_ID per node id, a V3 one only when it is not idempotent
+        not_idempotent=bool(getattr(v1, "NOT_IDEMPOTENT", False)) or io.Hidden.unique_id in hidden)
 
 
 def node_output(returned):
@@ -170,19 +174,19 @@ def node_output(returned):
     return io.NodeOutput(*returned)
 
 
-def _hidden_values(cls, v1: type) -> dict:
-    hidden = schema_hidden(v1.INPUT_TYPES().get("hidden", {}))
-    return {name: getattr(cls.hidden, member.name, None) for name, member in hidden.items()}
+def _hidden_values(cls) -> dict:
+    """The V1 function's hidden arguments, from what V3 hands over as cls.hidden."""
+    return {name: getattr(cls.hidden, member.name, None) for name, member in cls.PAL_HIDDEN.items()}
 
 
 def _execute(cls, **inputs):
     v1 = cls.PAL_V1_CLASS
-    return node_output(getattr(v1(), v1.FUNCTION)(**inputs, **_hidden_values(cls, v1)))
+    return node_output(getattr(v1(), v1.FUNCTION)(**inputs, **_hidden_values(cls)))
 
 
 async def _execute_async(cls, **inputs):
     v1 = cls.PAL_V1_CLASS
-    return node_output(await getattr(v1(), v1.FUNCTION)(**inputs, **_hidden_values(cls, v1)))
+    return node_output(await getattr(v1(), v1.FUNCTION)(**inputs, **_hidden_values(cls)))
 
 
 def _same_parameters(v1: type, name: str, call):
@@ -208,6 +212,7 @@ def v3_node(node_id: str, v1: type, display_name: str | None = None) -> type:
         "__doc__": v1.__doc__ or f"{node_id} on the V3 schema (from the V1 class {v1.__qualname__}).",
         "__module__": v1.__module__,
         "PAL_V1_CLASS": v1,
+        "PAL_HIDDEN": schema_hidden(v1.INPUT_TYPES().get("hidden", {})),  # {V1 argument: io.Hidden}
         "define_schema": classmethod(lambda cls: define_schema(v1, node_id, display_name)),
         "execute": classmethod(_execute_async if inspect.iscoroutinefunction(function) else _execute),
     }

@@ -10,6 +10,8 @@ refuses what V1 refused (a value a dropdown does not offer; our own VALIDATE_INP
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -18,10 +20,11 @@ import pytest
 
 import pal_nodes
 from pal_nodes import NODE_CLASS_MAPPINGS, v3
-from comfy_host import EXAMPLE_INPUTS, HostError
+from comfy_host import EXAMPLE_INPUTS, HOST_ENV, ROOT, HostError
 
 EXAMPLE_IMAGES = {path.name for path in EXAMPLE_INPUTS.glob("*.jpg")}  # what the harness puts in input/
 EXAMPLE_IMAGE = sorted(EXAMPLE_IMAGES)[0]
+PROBE = Path(__file__).resolve().parent / "v3_adapter_probe.py"
 CORPUS = Path(__file__).resolve().parent / "data" / "workflows"  # saved workflows of earlier releases
 SHOWS_TEXT = {"PALLoadDetector", "PALDetectArtifacts", "PALPARScore", "PALRankByPAR", "PALAutoFixV2", "PALAutoFix",
               "PALZoomInpaintV2", "PALZoomInpaint"}  # nodes that return ui text (web/pal_results.js shows it)
@@ -188,3 +191,55 @@ def test_saved_api_workflows_run_on_the_v3_nodes(saved, comfy_server):
     assert saved_files and all(f.is_file() and f.stat().st_size > 0 for f in saved_files)
     shown = [text for node_id, node in prompt.items() if node["class_type"] in SHOWS_TEXT for text in finished.text(node_id)]
     assert shown and all(text.strip() for text in shown)
+
+
+@pytest.fixture(scope="module")
+def adapter_probe(comfy_install) -> dict:
+    """tests/v3_adapter_probe.py's report, run by ComfyUI's Python against its comfy_api."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "PAL_"))}
+    result = subprocess.run([str(comfy_install.python), str(PROBE), str(ROOT / "nodes" / "v3.py")],
+                            cwd=comfy_install.source, env={**env, **HOST_ENV}, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.comfyui
+def test_the_adapter_hands_hidden_inputs_and_inputs_to_the_v1_function(adapter_probe):
+    assert adapter_probe["is_v3"]
+    assert adapter_probe["result"] == ["a", [0, 1, 2]]
+    assert adapter_probe["ui"] == {"text": ["7:a:['1', '2']:hi"]}  # UNIQUE_ID and PROMPT reached it as V1 names
+    assert adapter_probe["not_idempotent"] == [True, False]  # cached per node id, as V1 with UNIQUE_ID was
+
+
+@pytest.mark.comfyui
+def test_the_adapter_describes_a_v1_class_as_v1_did(adapter_probe):
+    info = adapter_probe["info"]
+    assert info["input"]["required"] == {"mode": [["a", "b"], {"default": "a"}],
+                                         "count": ["INT", {"default": 2, "min": 1, "max": 5, "display": "slider"}]}
+    assert info["input"]["optional"] == {"note": ["STRING", {"default": "", "multiline": True}]}
+    assert info["input"]["hidden"] == {"unique_id": ["UNIQUE_ID"], "prompt": ["PROMPT"]}  # V3 names them itself
+    assert info["input_order"]["required"] == ["mode", "count"]
+    assert info["output"] == ["STRING", "INT"] and info["output_is_list"] == [False, True]
+    assert info["output_name"] == ["text", "count"] and info["display_name"] == "Echo (test)"
+
+
+@pytest.mark.comfyui
+def test_validation_and_fingerprint_keep_the_v1_functions_parameters(adapter_probe):
+    assert adapter_probe["validate_args"] == ["cls", "mode"]  # ComfyUI skips its own checks of these inputs only
+    assert adapter_probe["validate_b"] == "mode b is refused" and adapter_probe["validate_a"] is True
+    assert adapter_probe["fingerprint"] == "a2"
+
+
+@pytest.mark.comfyui
+def test_an_async_v1_function_becomes_an_async_v3_node(adapter_probe):
+    assert adapter_probe["async_function"] == "EXECUTE_NORMALIZED_ASYNC"
+    assert adapter_probe["async_result"] == ["X"]
+
+
+@pytest.mark.comfyui
+def test_what_the_adapter_cannot_carry_is_named(adapter_probe):
+    assert adapter_probe["unknown_hidden"].startswith("TypeError: hidden input 'x': 'SECRET' is no hidden value")
+    assert "UNIQUE_ID" in adapter_probe["unknown_hidden"]
+    assert adapter_probe["unknown_output_key"] == ("TypeError: a V1 node returned ['expand']: the V3 adapter carries "
+                                                   "only 'ui' and 'result'")
