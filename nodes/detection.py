@@ -11,7 +11,7 @@ from pal_core import Detector, load_detector
 from pal_core.detect.devices import PRECISIONS
 from pal_core.detect.masks import DEFAULT_THRESHOLD, binarize, par_of_probability
 from pal_core.hub import catalogue
-from pal_core.hub.loading import MODEL_INPUT_SIZE, default_model_notice, locate_model
+from pal_core.hub.loading import MODEL_INPUT_SIZE, ModelNotFoundError, default_model_notice, locate_model
 from pal_core.imageio import overlay
 from pal_core.layouts import check_images, check_mask
 from pal_core.rank.selection import NOT_FINITE, rank_by_par
@@ -59,6 +59,25 @@ def predict(detector: Detector, images: torch.Tensor, threshold: float) -> torch
     return probability.to(comfy_env.output_device())
 
 
+def by_hand_in_comfyui(name: str) -> str:
+    """How a ComfyUI user installs a catalogue model without the `pal` command."""
+    entry = catalogue.get(name)
+    folders = comfy_env.model_folders(comfy_env.DETECTOR_FOLDER)
+    where = folders[0] if folders else f"ComfyUI's models/{comfy_env.DETECTOR_FOLDER}"
+    return (f"open {entry.page} in a browser, save the file in {where} and choose it by its file name in this "
+            "node's model list")
+
+
+def download(name: str) -> None:
+    """Fetches a catalogue model into models/pal4vst, with ComfyUI's progress bar; says in the console
+    what happens after the transfer (the conversion of a 1.5 GB file takes a while)."""
+    from pal_core.hub.download import download_model  # the network, only when switched on
+
+    bar = comfy_env.Progress(1)  # the size is known once the transfer starts
+    download_model(name, show_progress=False, progress=lambda done, total: bar(done, total or done + 1),
+                   say=lambda line: print(f"[PAL] {name}: {line}", flush=True), by_hand=by_hand_in_comfyui(name))
+
+
 class PALLoadDetector:
     DESCRIPTION = ("Loads an artifact detector: the official PAL4VST models by name (pal4vst-unified is the one "
                    "to use; download it once), the small shipped pal-lite, or any detector file in models/pal4vst "
@@ -89,9 +108,9 @@ class PALLoadDetector:
                                               "each image's own size (slower, finer masks on large images)."}),
             "download_if_missing": ("BOOLEAN", {
                 "default": False,
-                "tooltip": "Download a catalogue model that is not installed yet from its authors' link (about "
-                           "0.5 GB, into models/pal4vst, with a progress bar). Off: a missing model is an error "
-                           "that says how to get it. Nothing is ever downloaded unless this is on."}),
+                "tooltip": "Download a catalogue model that is not installed yet from its authors' link (0.5 to "
+                           "1.5 GB, into models/pal4vst, with a progress bar; then converted, which takes a minute). "
+                           "Off: a missing model is an error that says how to get it. Nothing is ever downloaded unless this is on."}),
         }, "optional": {
             "allow_torchscript": ("BOOLEAN", {"default": False, "tooltip": (
                 "A TorchScript file (.pt) is a program, not data: running it runs code that can read and write "
@@ -115,9 +134,10 @@ class PALLoadDetector:
             source, notice = None, default_model_notice()
         elif name in catalogue.names():
             if download_if_missing and locate_model(name) is None:
-                from pal_core.hub.download import download_model  # the network, only when switched on
-                bar = comfy_env.Progress(1)  # the size is known once the transfer starts
-                download_model(name, show_progress=False, progress=lambda done, total: bar(done, total or done + 1))
+                download(name)
+            elif locate_model(name) is None and not catalogue.get(name).shipped:
+                raise ModelNotFoundError(f"{name} is not installed: turn on download_if_missing in this node to "
+                                         f"download it once, or {by_hand_in_comfyui(name)}")
             source = name
         else:
             source = comfy_env.model_path(comfy_env.DETECTOR_FOLDER, model)

@@ -110,7 +110,7 @@ class PALLoadOpenCVInpainter(InpainterNode):
         methods = [spec[len("opencv-"):] for spec in available_weight_free()]
         return {"required": {
             "method": (methods, {"default": methods[0], "tooltip": (
-                "The first is the measured best (README: Which weight-free inpainter). fsr: frequency selective "
+                "The first is the measured best (docs/benchmarks.md: Which weight-free inpainter). fsr: frequency selective "
                 "reconstruction, fills with texture; @128: at most 128 px wide, fast. telea / ns: fast marching / "
                 "Navier-Stokes, smooth fills. shiftmap: copies patches, slow. fsr/shiftmap need opencv-contrib.")}),
             "radius": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.5,

@@ -19,11 +19,32 @@ inpainter -> composite.
 The names below are the public API.
 """
 
-from .detect.detector import Detector, DetectorInfo
-from .detect.preprocess import Preprocess
-from .hub.checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file, save_detector_file
-from .hub.loading import DEFAULT_MODEL, ModelNotFoundError, available_models, load_detector
-from .refinement.refine import RefineOptions, RefineResult, refine
+import importlib
+
+# Public name -> the module that defines it. Imported on first use (PEP 562), so that `import pal_core`
+# (and `pal --help`, which imports the package) does not pull in torch, OpenCV or timm.
+_PUBLIC = {
+    "Detector": ".detect.detector", "DetectorInfo": ".detect.detector",
+    "Preprocess": ".detect.preprocess",
+    "CheckpointError": ".hub.checkpoint", "DetectorCheckpoint": ".hub.checkpoint",
+    "read_detector_file": ".hub.checkpoint", "save_detector_file": ".hub.checkpoint",
+    "DEFAULT_MODEL": ".hub.loading", "ModelNotFoundError": ".hub.loading", "available_models": ".hub.loading",
+    "load_detector": ".hub.loading",
+    "RefineOptions": ".refinement.refine", "RefineResult": ".refinement.refine", "refine": ".refinement.refine",
+}
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name], __name__), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))
+
 
 __version__ = "0.1.0"
 

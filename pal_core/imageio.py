@@ -72,7 +72,7 @@ def open_image(path: str | os.PathLike, frames: int = 1) -> Iterator[Image.Image
                     raise ImageReadError(
                         f"{path}: {width}x{height} pixels{f' x {count} frames' if count > 1 else ''} is more than "
                         f"the limit of {limit:,} pixels (a file this size decodes to "
-                        f"{width * height * count * 12 / 2**30:.1f} GiB). Downscale it, or raise the limit with "
+                        f"{width * height * count * 12 / 1e9:.1f} GB). Downscale it, or raise the limit with "
                         f"{MAX_PIXELS_ENV}=N if you have the memory")
                 yield img
     except ImageReadError:

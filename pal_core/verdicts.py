@@ -76,6 +76,7 @@ class FixTally:
     clean: int = 0  # no region found
     skipped: int = 0  # left alone (mask too large)
     failed: int = 0
+    already_done: int = 0  # fixed by an earlier run into the same folder: not run again
     regions_fixed: int = 0
     regions_rejected: int = 0
     skip_reasons: list[str] = field(default_factory=list)
@@ -103,15 +104,17 @@ class FixTally:
     def summary(self, out: str | None = None) -> list[str]:
         """The closing lines: counts, where the results are, and what to try when nothing changed."""
         done = self.images - self.failed
-        parts = [f"{self.improved} improved ({_count(self.regions_fixed, 'region')} fixed)"]
+        parts = [f"{self.improved} improved ({_count(self.regions_fixed, 'region')} fixed)"] if self.images else []
         if self.rejected:
             parts.append(f"{self.rejected} unchanged (every fix rejected)")
         if self.clean:
             parts.append(f"{self.clean} with no artifact found")
         if self.skipped:
             parts.append(f"{self.skipped} left alone")
-        lines = [f"{_count(self.images, 'image')}: " + ", ".join(parts)
-                 + (f"; results (PNG + JSON per image) in {out}" if done and out else "")]
+        if self.already_done:
+            parts.append(f"{self.already_done} already fixed by an earlier run (skipped)")
+        lines = [f"{_count(self.images + self.already_done, 'image')}: " + ", ".join(parts)
+                 + (f"; results (PNG + JSON per image) in {out}" if (done or self.already_done) and out else "")]
         if done and self.improved == 0:
             lines += self.advice()
         return lines
@@ -191,6 +194,7 @@ class DetectTally:
     images: int = 0
     with_artifacts: int = 0
     failed: int = 0
+    already_done: int = 0  # outputs written by an earlier run into the same folder: not run again
     par_sum: float = 0.0
     highest_probability: float = 0.0
 
@@ -207,9 +211,13 @@ class DetectTally:
     def summary(self, out: str | None) -> list[str]:
         read = self.images - self.failed
         mean = self.par_sum / read if read else 0.0
-        line = (f"{_count(self.images, 'image')}: {self.with_artifacts} with artifacts, "
-                f"{read - self.with_artifacts} without (mean PAR {mean:.4f})")
-        if out and read:
+        parts = [f"{self.with_artifacts} with artifacts, {read - self.with_artifacts} without (mean PAR {mean:.4f})"]
+        if self.already_done:
+            parts.append(f"{self.already_done} already done by an earlier run (skipped)")
+        if not self.images and self.already_done:
+            parts.pop(0)  # nothing ran: no counts to give
+        line = f"{_count(self.images + self.already_done, 'image')}: " + ", ".join(parts)
+        if out and (read or self.already_done):
             line += f"; masks, probabilities and overlays in {out}"
         lines = [line]
         if read and not self.with_artifacts:

@@ -50,6 +50,7 @@ SHARED_ENV = "PAL_COMFYUI_SHARED"  # a folder holding ComfyUI-*.tar.gz and const
 REQUIRE_ENV = "PAL_REQUIRE_COMFYUI"  # set in CI: a missing ComfyUI is a failure, not a skip
 CACHE_ENV = "PAL_TEST_CACHE"
 START_TIMEOUT = 600.0  # a cold start on a busy 2-core machine imports torch, transformers, ...
+CATALOGUE_FILE = "pal-catalogue.json"  # in the session server's base directory: its $PAL_CATALOGUE
 HOST_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1", "OMP_NUM_THREADS": "2"}
 # The newest ComfyUI front end on PyPI that the browser tests also run on (0.3.64 bundles 1.27.10). Pinned so
 # CI is reproducible; docs/comfyui.md says what it needs of the backend. Served with --front-end-root.
@@ -308,14 +309,16 @@ class ComfyServer:
 
     @classmethod
     def start(cls, install: ComfyInstall, base: Path, extra_args: list[str] | None = None,
-              timeout: float = START_TIMEOUT) -> "ComfyServer":
+              timeout: float = START_TIMEOUT, env: dict[str, str] | None = None) -> "ComfyServer":
         port = free_port()
         log_path = base / "comfyui.log"
         command = [str(install.python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
                    "--disable-auto-launch", "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
                    "--disable-api-nodes", *(extra_args or [])]
+        extra_env = env
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "PAL_"))}
         env.update(HOST_ENV)
+        env.update(extra_env or {})
         with open(log_path, "wb") as log:
             process = subprocess.Popen(command, cwd=install.source, env=env, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
@@ -439,8 +442,12 @@ def comfy_install() -> ComfyInstall:
 def _session_server(install: ComfyInstall, extra_args: list[str] | None = None):
     # Not under pytest's basetemp: concurrent pytest runs of the same user prune each other's old ones.
     base = Path(tempfile.mkdtemp(prefix="pal-comfyui-base-"))
+    # The documented mirror switch, empty: a test may point a catalogue model at a stand-in host by writing it.
+    catalogue = base / CATALOGUE_FILE
+    catalogue.write_text("{}")
     try:
-        with ComfyServer.start(install, make_base_dir(base, install), extra_args) as server:
+        with ComfyServer.start(install, make_base_dir(base, install), extra_args,
+                               env={"PAL_CATALOGUE": str(catalogue)}) as server:
             yield server
     finally:
         shutil.rmtree(base, ignore_errors=True)

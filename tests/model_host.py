@@ -24,6 +24,8 @@ class Served:
     content_type: str = "application/octet-stream"
     cut_at: int | None = None  # the next whole-file answer stops after this many bytes, then the connection drops
     headers: tuple = ()
+    ranges: bool = True  # False: a server without byte ranges, which answers every request with the whole file
+    stall_after: int | None = None  # send this many bytes, then nothing until the client gives up
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -44,6 +46,19 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send_file(served)
 
+    def _stall(self, served: Served, extra: tuple) -> None:
+        """Headers and the first bytes, then silence while the client waits (at most 30 s)."""
+        self.send_response(200)
+        self.send_header("Content-Type", served.content_type)
+        self.send_header("Content-Length", str(len(served.body)))
+        for name, value in extra:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(served.body[:served.stall_after])
+        self.wfile.flush()
+        self.server.model_host.released.wait(30)
+        self.close_connection = True
+
     def _answer(self, status: int, body: bytes, content_type: str, extra: tuple = ()) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -55,8 +70,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_file(self, served: Served) -> None:
         body, requested = served.body, self.headers.get("Range")
-        extra = (("Accept-Ranges", "bytes"), *served.headers)
-        if requested:
+        extra = ((("Accept-Ranges", "bytes"),) if served.ranges else ()) + tuple(served.headers)
+        if served.stall_after is not None:
+            self._stall(served, extra)
+            return
+        if requested and served.ranges:
             start = int(requested.removeprefix("bytes=").split("-")[0])
             self._answer(206, body[start:], served.content_type,
                          extra + (("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}"),))
@@ -83,6 +101,7 @@ class ModelHost:
         self.files: dict[str, Served] = {}
         self.drive: dict[str, Served | str] = {}  # Drive file id -> file, or "quota"
         self.requests: list[dict] = []
+        self.released = threading.Event()  # ends every stalled answer (set on close)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.model_host = self
@@ -119,6 +138,7 @@ class ModelHost:
         return Served(file.body, headers=(("Content-Disposition", 'attachment; filename="checkpoint.pth"'),))
 
     def close(self) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
 

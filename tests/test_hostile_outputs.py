@@ -73,7 +73,7 @@ def test_a_bomb_is_refused_from_its_header_and_the_other_images_are_processed(tm
 
 def test_a_mid_sized_bomb_is_refused_before_it_takes_gigabytes(tmp_path):
     bomb = png_header_only(tmp_path / "big.png", 12000, 12000)
-    with pytest.raises(ImageReadError, match=r"12000x12000 pixels .* decodes to 1.6 GiB.*PAL_MAX_IMAGE_PIXELS"):
+    with pytest.raises(ImageReadError, match=r"12000x12000 pixels .* decodes to 1.7 GB.*PAL_MAX_IMAGE_PIXELS"):
         read_image(bomb)
 
 
@@ -259,6 +259,12 @@ def test_detect_resumes_after_a_kill_and_cleans_its_temporaries(tmp_path, tiny_d
     finished = {Path(r["image"]).stem for r in records if "skipped" in r}
     assert finished == {n.split(".")[0] for n in done_before if all(
         f"{n.split('.')[0]}.{k}.png" in done_before for k in ("mask", "prob", "overlay"))}
+    summary = rerun.stderr.splitlines()[-1]
+    assert summary.startswith("pal detect: 12 images: ")
+    assert (f", {len(finished)} already done by an earlier run (skipped)" in summary) == bool(finished)
+    again = subprocess.run(command, capture_output=True, text=True)  # everything done: nothing runs, all counted
+    assert again.stderr.splitlines()[-1] == (f"pal detect: 12 images: 12 already done by an earlier run (skipped); "
+                                             f"masks, probabilities and overlays in {out}")
 
 
 def test_fix_resumes_and_redoes_an_unfinished_image(tmp_path, capsys, tiny_detector_file):
@@ -271,8 +277,13 @@ def test_fix_resumes_and_redoes_an_unfinished_image(tmp_path, capsys, tiny_detec
     (out / "1.json").unlink()  # killed between the picture and its report
     kept = (out / "0.png").stat().st_mtime_ns
     assert main(["fix", str(folder), "--out", str(out), *model_args(tiny_detector_file)]) == 0
-    assert "2 images were already fixed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pal fix: 3 images: " in err and ", 2 already fixed by an earlier run (skipped)" in err
+    assert "0.png: already fixed in" in err and "2.png: already fixed in" in err
     assert (out / "1.json").is_file() and (out / "0.png").stat().st_mtime_ns == kept
+    assert main(["fix", str(folder), "--out", str(out), *model_args(tiny_detector_file)]) == 0  # all done
+    summary = capsys.readouterr().err.splitlines()[-1]
+    assert summary == f"pal fix: 3 images: 3 already fixed by an earlier run (skipped); results (PNG + JSON per image) in {out}"
 
 
 # ------------------------------------------------------------------------ case 10: output places

@@ -69,7 +69,8 @@ def test_lists_installed_first_missing_marked_then_files(models_dir, host):
 
 
 def test_missing_model_downloads_only_when_switched_on(models_dir, host, monkeypatch):
-    with pytest.raises(ModelNotFoundError, match="run `pal download pal4vst-stylegan2`"):
+    with pytest.raises(ModelNotFoundError, match="pal4vst-stylegan2 is not installed: turn on download_if_missing in this "
+                                                 "node.*save the file in .*pal4vst and choose it"):
         PALLoadDetector().load("pal4vst-stylegan2 (not installed)", "cpu", "fp32", 512, False)
     assert host.requests == []
     reported = []

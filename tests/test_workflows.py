@@ -101,7 +101,7 @@ def test_detect_example_finds_the_synthetic_artifacts_and_shows_par(tmp_path):
     result = run(WORKFLOWS / "api" / f"{DETECT}.json", tmp_path)
     image = read_image(ARTIFACTS)
     expected = load_detector(device="cpu", dtype="fp32").mask(image.unsqueeze(0))[0].numpy()
-    assert expected.mean() > 0.01  # the example image gives the detector something to find
+    assert expected.mean() > 0.005  # the example image gives the detector something to find
     assert result.output("3", 3) == [pytest.approx(float(expected.mean()), abs=1e-6)]
     assert result.ui("3")["par"] == result.output("3", 3)
     assert result.ui("3")["text"] == [f"#0  PAR {expected.mean():.4f}  ({expected.mean():.1%} of pixels)"]
@@ -121,6 +121,11 @@ def test_fixes_change_only_the_blended_pixels(name, fixed_node, blend, tmp_path)
     assert torch.equal(fixed[outside], original[outside])
     if name == CROP:  # nothing checks the crops' fixes here: Composite puts them back
         assert (blend_mask > 0).any()
+    if name == FIX:  # the example shows a real fix: the synthetic blotch is found, repainted and the fix kept
+        detector = load_detector(device="cpu", dtype="fp32")
+        par_before, par_after = (float(detector.par(image.unsqueeze(0))[0]) for image in (original, fixed))
+        assert par_before > 0.005 and par_after < par_before / 10, (par_before, par_after)
+        assert (blend_mask > 0).sum() > 1000  # the blotch's region (about 2,000 artifact pixels) was blended in
 
 
 def test_examples_the_builtin_runtime_cannot_run_say_to_use_comfyui(tmp_path):

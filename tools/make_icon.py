@@ -2,7 +2,7 @@
 artifacts as the shipped detector sees them, tinted magenta, cropped square and scaled to 400x400 (the
 Comfy registry shows icons square).
 
-    python tools/make_icon.py             # refuses to replace docs/icon.png
+    python tools/make_icon.py             # refuses to replace docs/images/icon.png
     python tools/make_icon.py --overwrite
 """
 
@@ -21,7 +21,7 @@ from pal_core.imageio import overlay, read_image, to_uint8, write_png
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "workflows" / "input" / "dog_synthetic_artifacts.jpg"
-ICON = ROOT / "docs" / "icon.png"
+ICON = ROOT / "docs" / "images" / "icon.png"
 SIZE = 400
 
 

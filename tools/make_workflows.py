@@ -36,6 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from pal_core import atomic, load_detector  # noqa: E402
 from pal_core.imageio import overlay, read_image  # noqa: E402
+from pal_core.refinement.inpainters import make_inpainter  # noqa: E402
+from pal_core.refinement.refine import RefineOptions, refine  # noqa: E402
+from pal_core.sheets import SheetStyle, fix_row  # noqa: E402
 from pal_core.train.artifacts import ARTIFACT_KINDS, apply_artifact, random_region  # noqa: E402
 from pal_core.workflow import installed_registry, run_workflow  # noqa: E402
 
@@ -66,7 +69,9 @@ GROUP_COLOURS = ["#3f789e", "#8A8", "#b06634", "#a1309b"]
 DETECTOR = {"class_type": "PALLoadDetector", "_meta": {"title": "Artifact detector"},
             "inputs": {"model": "default", "device": "auto", "precision": "auto", "input_size": -1,
                        "download_if_missing": False, "allow_torchscript": False}}
-OPENCV = {"class_type": "PALLoadOpenCVInpainter", "inputs": {"method": "telea", "radius": 0.0}}
+# The node's default method, which is `pal fix`'s (frequency selective reconstruction at 128 px): the measured
+# best (docs/benchmarks.md); the smooth telea / ns fills are what the shipped detector flags, so Auto Fix undid them.
+OPENCV = {"class_type": "PALLoadOpenCVInpainter", "inputs": {"method": "fsr-fast@128", "radius": 0.0}}
 POSITIVE_TEXT = "a golden retriever puppy running on a city sidewalk at sunset, detailed fur, sharp focus"
 NEGATIVE_TEXT = "blurry, deformed, extra legs, watermark, text"
 
@@ -86,7 +91,7 @@ def preview_image(images: list, title: str) -> dict:
 def auto_fix(images: list, detector: list, inpainter: list) -> dict:
     return {"class_type": "PALAutoFixV2", "inputs": {
         "images": images, "detector": detector, "inpainter": inpainter, "seed": 0, "threshold": 0.5, "zoom": 1.5,
-        "target_size": 0, "feather": 0.06, "color_match": True, "redetect": True}}
+        "target_size": 0, "feather": 0.06, "color_match": False, "redetect": True}}  # as `pal fix` does
 
 
 def generation(batch_size: int) -> dict:
@@ -111,7 +116,7 @@ class Example:
     columns: list[list[str]]  # node ids per column, top to bottom; "note" is the Note
     groups: list[tuple[str, list[str]]]
     runnable: bool  # needs nothing but the PAL pack and the example images
-    thumbnail: str  # "overlay", "before_after", "rank"
+    thumbnail: str  # "overlay", "before_after", "rank", "fix_sheet"
     target: tuple[str, int] | None = None  # the node output the thumbnail shows
 
 
@@ -135,7 +140,7 @@ EXAMPLES: dict[str, Example] = {
         [["note"], ["1", "2", "3", "4"], ["5", "6"], ["7", "8", "9"], ["10", "11"]],
         [("1. Generate", ["1", "2", "3", "4", "5", "6"]), ("2. Find and fix artifacts", ["7", "8", "9"]),
          ("3. Results", ["10", "11"])],
-        runnable=False, thumbnail="before_after"),
+        runnable=False, thumbnail="fix_sheet"),
     "Generate seeds and keep the best by PAR": Example(
         "Generate a batch of seeds and keep the ones with the fewest artifacts",
         "Generate several seeds of one prompt in a batch, score each with PAR (the share of pixels the detector "
@@ -157,8 +162,9 @@ EXAMPLES: dict[str, Example] = {
         "Find the artifacts in an image you already have",
         "Load an image and see where the detector finds artifacts: the overlay tints them magenta, and after a "
         "run Detect Artifacts shows each image's PAR (the share of artifact pixels).\n\n"
-        f"The example image ({ARTIFACT_IMAGE}) is a generated picture with synthetic artifacts added by "
-        "tools/make_workflows.py, the kind the shipped model finds best. Load your own image instead; for "
+        f"The example image ({ARTIFACT_IMAGE}) is a generated picture (SDXL Turbo) with a synthetic "
+        "artifact added by tools/make_workflows.py: a colour blotch on the building at the right, the kind the "
+        "shipped model finds best; it also marks a few small spots on the dog. Load your own image instead; for "
         "real artifacts pick pal4vst-unified in the detector (the authors' model: switch download_if_missing on "
         "once, or run `pal download pal4vst-unified`).",
         {"1": load_image(ARTIFACT_IMAGE),
@@ -176,10 +182,12 @@ EXAMPLES: dict[str, Example] = {
         "OpenCV fills a region from its surroundings: fast on any CPU, no prompt, but it smooths rather than "
         "invents detail. For real content use Load Diffusers Inpainter (a Stable Diffusion inpainting model, "
         "with its prompt) or ComfyUI Model Inpainter (your checkpoint) instead.\n\n"
-        "After a run, Auto Fix shows PAR before and after and how many regions it fixed. With redetect on, a "
-        "fix is kept only where the detector sees fewer artifacts; the shipped detector often still sees "
-        "OpenCV's smooth fill as an artifact and then keeps the original ('0 of 1 regions fixed'). The example "
-        "image has synthetic artifacts (see the detect example's Note).",
+        "After a run, Auto Fix shows PAR before and after and each region's verdict. With redetect on, a fix is "
+        "kept only where the detector sees fewer artifacts. On the example image (a generated picture with a "
+        "synthetic colour blotch on the building, see the detect example's Note) the blotch is repainted and "
+        "kept (PAR 0.0087 -> 0.0001); the shipped detector also marks a few small spots, and a fill of those is "
+        "kept only where it then finds fewer artifacts. On your own images the OpenCV fill is often rejected: "
+        "use a diffusion inpainter there.",
         {"1": load_image(ARTIFACT_IMAGE),
          "2": DETECTOR,
          "3": OPENCV,
@@ -196,14 +204,17 @@ EXAMPLES: dict[str, Example] = {
         "Connected-Component Crop cuts a square around each artifact region (1.5x its size, the paper's "
         "zoom-in), resized to target_size. Repaint the crops with anything: replace the group 'Your inpainting' "
         "with, e.g., VAE Encode (for Inpainting) + KSampler + VAE Decode working on crops and crop_masks. "
-        "Composite blends the repainted crops back; pixels outside the regions stay exactly as they were.",
+        "Composite blends the repainted crops back; pixels outside the regions stay exactly as they were.\n\n"
+        "Nothing here checks the fixes (Auto Fix's redetect does): every region found is repainted, also the "
+        "small spots the shipped detector marks on the dog, where the OpenCV fill can blur the fur. min_area "
+        "leaves out regions smaller than that many pixels.",
         {"1": load_image(ARTIFACT_IMAGE),
          "2": DETECTOR,
          "3": {"class_type": "PALDetectArtifacts", "inputs": {"detector": ["2", 0], "images": ["1", 0], "threshold": 0.5}},
          "4": {"class_type": "PALConnectedComponentCrop", "inputs": {
              "images": ["1", 0], "mask": ["3", 0], "dilation": 5, "zoom": 1.5, "min_area": 64, "max_area_ratio": 0.5,
              "target_size": 512, "multiple": "8", "merge_overlapping": True}},
-         "5": dict(OPENCV, inputs={"method": "ns", "radius": 0.0}),
+         "5": OPENCV,
          "6": {"class_type": "PALZoomInpaintV2", "inputs": {"crops": ["4", 0], "crop_masks": ["4", 1],
                                                             "inpainter": ["5", 0], "seed": 0, "crop_plan": ["4", 2]}},
          "7": {"class_type": "PALComposite", "inputs": {"images": ["1", 0], "inpainted_crops": ["6", 0],
@@ -339,15 +350,21 @@ def api_format(graph: dict) -> dict:
 
 # ------------------------------------------------------------------------------------ images
 
+# The synthetic artifact of the example image: kind, centre (y, x), share of the image. Chosen by trying
+# kinds and places (colour blotch, melted warp; pavement, building, sky; two seeds) for one that the shipped
+# detector finds and `pal fix`'s default OpenCV fill removes: on the building, PAR 0.0087 -> 0.0001
+# (tests/test_workflows.py checks it). Artifacts on the dog were found, but their fills were rejected.
+ARTIFACTS_PUT_IN = [("colour_blotch", (170, 460), 0.012)]
+
+
 def make_artifact_example() -> Image.Image:
-    """dog_sdxl_turbo.jpg with three synthetic artifacts (a melted warp and two scrambled/garbled blobs) from
-    pal_core.train.artifacts, placed on the dog, a window and the street; fixed seed, so the file is reproducible."""
+    """dog_sdxl_turbo.jpg with a synthetic colour blotch from pal_core.train.artifacts on the building at the
+    right; fixed seed, so the file is reproducible."""
     image = np.asarray(Image.open(INPUTS / "dog_sdxl_turbo.jpg").convert("RGB"))
     kinds = {kind.name: kind for kind in ARTIFACT_KINDS}
     rng = np.random.default_rng(1)
     result, mask = image.copy(), np.zeros(image.shape[:2], bool)
-    for name, center, area in [("melted_warp", (330, 300), 0.02), ("garbled_structure", (120, 380), 0.015),
-                               ("scrambled_structure", (240, 150), 0.015)]:
+    for name, center, area in ARTIFACTS_PUT_IN:
         region = random_region(image.shape[:2], area, rng, center) & ~mask
         edited = apply_artifact(result, region, kinds[name], rng)
         if edited is not None:
@@ -390,11 +407,38 @@ def rank_sheet(detector) -> Image.Image:
     return sheet
 
 
-def thumbnail(example: Example, detector, fix_result: Image.Image | None) -> Image.Image:
+def fix_sheet(detector) -> Image.Image:
+    """What Auto Fix does to a generated picture (SDXL Turbo's, with the synthetic artifact), drawn from the
+    pictures of `pal fix --sheet`'s row, two by two so it fits a template thumbnail: the input, its artifacts
+    with numbered regions, the result (kept fixes green, rejected red), and the first region before and after.
+    The OpenCV fill stands in for the checkpoint's sampler, which needs your model."""
+    image = read_image(INPUTS / ARTIFACT_IMAGE)
+    result = refine(image.unsqueeze(0), detector, make_inpainter("opencv", device="cpu"), RefineOptions())
+    report = result.report()[0]
+    row = fix_row("generated, then auto-fixed", image, result.mask_before[0], result.images[0], result.attempted[0],
+                  report["regions"], report["par_before"], report["par_after"])
+    style = SheetStyle()
+    index, before, after, before_text, after_text, _ = row.regions[0]
+    region = Image.new("RGB", (style.panel, style.panel), style.background)
+    half = style.panel // 2
+    region.paste(before.resize((half, half)), (0, (style.panel - half) // 2))
+    region.paste(after.resize((half, half)), (half, (style.panel - half) // 2))
+    tiles = [*row.panels, (region, f"#{index}: {before_text} -> {after_text}")]
+    cell_w, cell_h = style.panel + style.gap, style.panel + style.caption + style.gap
+    sheet = Image.new("RGB", (style.gap + 2 * cell_w, style.gap + 2 * cell_h), style.background)
+    draw = ImageDraw.Draw(sheet)
+    for k, (picture, caption) in enumerate(tiles):
+        x, y = style.gap + (k % 2) * cell_w, style.gap + (k // 2) * cell_h
+        sheet.paste(picture, (x, y))
+        draw.text((x, y + style.panel + 2), caption, fill=style.text)
+    return sheet
+
+
+def thumbnail(example: Example, detector) -> Image.Image:
     if example.thumbnail == "rank":
         return rank_sheet(detector)
-    if example.target is None:  # a generation graph: the example image's regions repainted show the idea
-        return fix_result
+    if example.thumbnail == "fix_sheet":  # a generation graph: what its Auto Fix does to a generated picture
+        return fix_sheet(detector)
     node_id, slot = example.target
     with tempfile.TemporaryDirectory() as out:
         result = run_workflow(api_format(example.graph), input_dir=INPUTS, output_dir=out, engine="builtin",
@@ -426,16 +470,13 @@ def main() -> None:
     write(INPUTS / ARTIFACT_IMAGE, jpeg(make_artifact_example(), 95), args.overwrite)
     classes = {**comfy_only_specs(), **dict(installed_registry())}
     detector = load_detector(device="cpu")
-    fix_result = None
-    for name in sorted(EXAMPLES, key=lambda n: EXAMPLES[n].target is None):  # runnable ones first
+    for name in sorted(EXAMPLES):
         example = EXAMPLES[name]
         write(WORKFLOWS / "api" / f"{name}.json", (json.dumps(api_format(example.graph), indent=2) + "\n").encode(),
               args.overwrite)
         write(WORKFLOWS / f"{name}.json", (json.dumps(to_ui(name, example, classes), indent=2) + "\n").encode(),
               args.overwrite)
-        image = thumbnail(example, detector, fix_result)
-        if name == "Crop artifacts for any inpainter":  # every region repainted (nothing re-checks them)
-            fix_result = image
+        image = thumbnail(example, detector)
         image.thumbnail((512, 512))
         write(WORKFLOWS / f"{name}.jpg", jpeg(image, 90), args.overwrite)
         print(f"wrote {name}: {len(example.graph)} nodes")

@@ -8,7 +8,8 @@ either way, unless `--quiet`; errors are always printed. JSON results never go h
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+import time
+from typing import Callable, TextIO
 
 from tqdm import tqdm
 
@@ -65,6 +66,62 @@ class Console:
                    "then run the same command again to continue")
         self.close()
         return True
+
+
+class LogProgress:
+    """Progress for a log file or a pipe, where a bar would be noise and silence looks like a hang: a line
+    every `every_seconds` (and a last one when done), e.g. `pal rank: 1200 of 50000 images, 3.1 images/s,
+    about 4.4 h left`. Has the part of tqdm's interface the commands use (update, total, refresh, close)."""
+
+    def __init__(self, command: str, stream: TextIO, every_seconds: float = 30.0, unit: str = "images",
+                 clock: Callable[[], float] = time.monotonic):
+        self.command, self.stream, self.every, self.unit, self.clock = command, stream, every_seconds, unit, clock
+        self.n = 0
+        self.total: int | None = None
+        self._start = self._last = clock()
+        self._said = 0
+
+    def update(self, count: int = 1) -> None:
+        self.n += count
+        if self.clock() - self._last >= self.every:
+            self._say()
+
+    def refresh(self) -> None:
+        """tqdm redraws here; a log gets its lines from update() only."""
+
+    def close(self) -> None:
+        if self.n != self._said:
+            self._say()
+
+    def __enter__(self) -> "LogProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _say(self) -> None:
+        now = self.clock()
+        self._last, self._said = now, self.n
+        done = f"{self.n} of {self.total}" if self.total else f"{self.n}"
+        rate = self.n / (now - self._start) if now > self._start else 0.0
+        text = f"pal {self.command}: {done} {self.unit}, {rate:.1f} {self.unit}/s"
+        if self.total and rate > 0 and self.n < self.total:
+            text += f", about {_duration((self.total - self.n) / rate)} left"
+        print(text, file=self.stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def progress_bar(command: str, hidden: bool = False, stream: TextIO | None = None, every_seconds: float = 30.0):
+    """A tqdm bar on a terminal, LogProgress lines elsewhere; `hidden` (--no-progress) shows neither."""
+    stream = stream if stream is not None else sys.stderr
+    if not hidden and not _is_terminal(stream):
+        return LogProgress(command, stream, every_seconds)
+    return tqdm(unit="img", disable=hidden, dynamic_ncols=True, desc=f"pal {command}", file=stream)
 
 
 def _is_terminal(stream: TextIO) -> bool:

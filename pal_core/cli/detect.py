@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({"image": str(path), "skipped": "its outputs are already there",
                               "outputs": {kind: str(p) for kind, p in done.items()}}), flush=True)
             console.line(f"{path.name}: already done in {args.out}, skipped")
+            tally.already_done += 1
             console.image_done()
             continue
         try:

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     for path, why in report["images"]["unreadable"]:
         print(f"skipped (unreadable): {why}", file=sys.stderr)
     print(f"teacher maps: {cache['computed']} computed, {cache['reused']} reused from {cache['folder']} "
-          f"({cache['bytes_per_image'] / 1024:.1f} KiB per image)")
+          f"({cache['bytes_per_image'] / 1000:.1f} kB per image)")
     print(f"{report['images']['train']} training images, {report['images']['held_out']} held out; "
           f"{report['training']['steps']} steps in {report['training']['seconds'] / 60:.1f} min")
     print(agreement_table(report))

@@ -104,14 +104,14 @@ def run(args: argparse.Namespace) -> int:
     console = Console("fix", len(paths), args.quiet, steps="step")
     if args.inpainter == "opencv" and default_weight_free() != DEFAULT:
         console.line(f"pal fix: this OpenCV lacks the contrib modules, so the inpainter is {FALLBACK}, not {DEFAULT} "
-                     "(see the README: one OpenCV wheel per environment)")
+                     "(see docs/install.md: one OpenCV wheel per environment)")
     tally = FixTally(options.threshold, inpainter.name, tuple(s for s in available_weight_free() if s != inpainter.name),
                      detector.name)
     rows: list[SheetRow] = []
-    skipped = 0
     for path in paths:
         if not args.overwrite and _finished(path, targets[path]):  # resume: an earlier run fixed it
-            skipped += 1
+            tally.already_done += 1
+            console.line(f"{path.name}: already fixed in {args.out}, skipped")
             console.image_done()
             continue
         try:
@@ -131,8 +131,6 @@ def run(args: argparse.Namespace) -> int:
             rows += [row] if row is not None else []
         console.image_done()
     console.close()
-    if skipped:
-        console.line(f"pal fix: {skipped} images were already fixed in {args.out} and were skipped")
     for line in tally.summary(str(args.out)):
         console.line(f"pal fix: {line}")
     if tally.failed:

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 from ..hub import catalogue, model_store
-from ..hub.checkpoint import CheckpointError
 from ..hub.download import received_bytes
-from ..hub.installing import InstallError, install_file
-from ..hub.loading import ModelNotFoundError, locate_model
+from ..hub.model_store import locate_model
+from .download import say_where_it_loads_from
 
 
 def register(subparsers) -> None:
@@ -29,7 +28,8 @@ def register(subparsers) -> None:
         "add", help="install a checkpoint you downloaded by hand",
         description="Checks the file (it must convert to the model's architecture: every key and shape), "
                     "converts it to .safetensors in the models folder and records its sha256.")
-    add.add_argument("file", type=Path, help="the downloaded checkpoint (mmseg .pth or our .safetensors)")
+    add.add_argument("file", type=Path, help="the downloaded checkpoint: an mmseg .pth (as mmcv/mmengine saved it, "
+                                             "optimizer state and all), its TorchScript export, or our .safetensors")
     add.add_argument("--name", help=f"catalogue name ({', '.join(n for n in catalogue.names() if n != catalogue.FALLBACK)}) "
                                     "or a name of your own; default: guessed from the file name")
     add.add_argument("--dir", type=Path, help=f"install here instead of {model_store.install_folder()}")
@@ -44,8 +44,9 @@ def _installed_rows() -> list[dict]:
         path = locate_model(entry.name)
         status = "shipped" if entry.shipped else ("installed" if path else "not installed")
         row = {"name": entry.name, "status": status, "path": str(path) if path else None,
-               "bytes": path.stat().st_size if path else entry.approx_bytes, "purpose": entry.purpose,
-               "link": entry.page}
+               "bytes": path.stat().st_size if path else None, "purpose": entry.purpose, "link": entry.page}
+        if path is None and entry.downloadable:  # the authors publish no sizes: the range a download may have
+            row["download_bytes"] = list(entry.download_bytes) if entry.download_bytes else None
         if status == "not installed" and (received := received_bytes(entry.name)):
             row["received_bytes"] = received  # a stopped download that `pal download` resumes
         rows.append(row)
@@ -84,10 +85,10 @@ def run_list(args: argparse.Namespace) -> int:
 def _print_table(rows: list[dict]) -> None:
     width = max(len(r["name"]) for r in rows)
     for row in rows:
-        size = _size(row["bytes"], approximate=row["status"] == "not installed")
+        size = _size(row["bytes"]) if row["bytes"] is not None else _download_size(row.get("download_bytes"))
         where = row["path"] or f"get it: pal download {row['name']}"
         if row.get("received_bytes"):
-            where += f" (resumes: {_size(row['received_bytes'], approximate=False)} received)"
+            where += f" (resumes: {_size(row['received_bytes'])} received)"
         print(f"{row['name']:<{width}}  {row['status']:<13}  {size:>9}  {where}")
         print(f"{'':<{width}}  {row['purpose']}")
         if "verify" in row:
@@ -95,10 +96,13 @@ def _print_table(rows: list[dict]) -> None:
     print(f"models folder: {model_store.install_folder()}")
 
 
-def _size(count: int | None, approximate: bool) -> str:
-    if count is None:
-        return "?"
-    return ("~" if approximate else "") + (f"{count / 1e6:.0f} MB" if count >= 1e6 else f"{count / 1e3:.0f} kB")
+def _size(count: int) -> str:
+    return f"{count / 1e6:.0f} MB" if count >= 1e6 else f"{count / 1e3:.0f} kB"
+
+
+def _download_size(span: list | None) -> str:
+    """A download's size before it starts: a range (the server says the exact length), or unknown."""
+    return f"{span[0] / 1e9:.1f}-{span[1] / 1e9:.1f} GB" if span else "unknown"
 
 
 def guess_name(file: Path) -> str | None:
@@ -110,6 +114,9 @@ def guess_name(file: Path) -> str | None:
 
 
 def run_add(args: argparse.Namespace) -> int:
+    from ..hub.checkpoint import CheckpointError  # needs torch: not imported for listing
+    from ..hub.installing import InstallError, install_file
+    from ..hub.loading import ModelNotFoundError
     name = args.name or guess_name(args.file)
     if name is None:
         print(f"pal models add: which model is {args.file.name}? Pass --name (e.g. --name pal4vst-unified)",
@@ -121,11 +128,13 @@ def run_add(args: argparse.Namespace) -> int:
     try:
         added = {"file": args.file.name, "bytes": args.file.stat().st_size, "sha256": model_store.sha256_of(args.file)}
         path = install_file(args.file, name, args.dir, origin=_origin(name, args.file), extra={"added": added},
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite,
+                            say=lambda line: print(f"pal models add: {line}", file=sys.stderr, flush=True))
     except (InstallError, CheckpointError, ModelNotFoundError, FileExistsError, ValueError) as error:
         print(f"pal models add: {error}", file=sys.stderr)
         return 2
     print(f"installed {name}: {path} (sha256 recorded in {model_store.checksum_path(path).name})")
+    say_where_it_loads_from(name, args.dir or model_store.install_folder(), path)
     return 0
 
 

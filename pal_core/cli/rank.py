@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ..imageio import write_png
 from ..outputs import check_output_file, check_output_folder, describe_os_error
 from ..rank.ranking import RankSettings, check_inputs, parse_shard, rank_images
@@ -16,6 +14,7 @@ from ..rank.scores import (ScoreFileError, check_record_file, export_format, exp
                            records_path_for, require_pyarrow)
 from ..rank.selection import SheetLayout, contact_sheet, copy_best, select_best
 from .common import add_model_arguments, add_threshold_argument, load_detector_from_args
+from .console import progress_bar
 
 DEFAULT_OUT = "scores.jsonl"
 
@@ -54,7 +53,7 @@ def register(subparsers) -> None:
                         help="score on Ray Data ('local' starts Ray here, 'auto' joins a running cluster)")
     parser.add_argument("--ray-actors", type=int, default=1, help="detector copies on Ray (default 1)")
     parser.add_argument("--ray-gpus", type=float, default=0, help="GPUs per Ray actor (default 0)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (in a log: no progress lines)")
     parser.set_defaults(func=run)
 
 
@@ -188,7 +187,7 @@ def rank_and_export(args: argparse.Namespace, records_path: Path) -> int:
 
 def score(args: argparse.Namespace, detector, records_path: Path):
     settings = args.settings
-    with tqdm(unit="img", disable=args.no_progress or None, dynamic_ncols=True, desc="pal rank") as bar:
+    with progress_bar("rank", hidden=args.no_progress) as bar:  # in a log: a line every 30 s
         def set_total(total: int) -> None:
             bar.total = total
             bar.refresh()

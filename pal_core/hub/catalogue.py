@@ -4,11 +4,13 @@ The official checkpoints are the authors' files on Google Drive. Their repositor
 licence, so we never redistribute them: `pal download NAME` fetches them from the authors' link
 on the user's machine (see `pal_core.hub.download`). Drive file ids are those listed in the official
 README; we take the PyTorch (mmsegmentation) `.pth` of each, which converts to our `.safetensors`
-without running any code (the TorchScript export is a program).
+without running any code, and fall back to the TorchScript export of the same model when the `.pth`
+cannot be used: its weights are read as data too, its program is never run.
 
 `$PAL_CATALOGUE` names a JSON file that overrides entries field by field, for mirrors and tests:
     {"pal4vst-unified": {"url": "http://mirror.local/pal4vst-unified.pth"}}
-A `url` replaces the Drive link; an `architecture` replaces the expected network shape.
+A `url` replaces the Drive link (`torchscript_url` that of the TorchScript export, the fallback); an
+`architecture` replaces the expected network shape.
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ PAL4VST_ARCHITECTURE = {
     "embed_dim": 128, "depths": [2, 2, 18, 2], "num_heads": [4, 8, 16, 32], "window_size": 12,
     "patch_size": 4, "head_channels": 512, "pool_scales": [1, 2, 3, 6], "num_classes": 2,
 }
-# 121.3 M float32 parameters in the checkpoint: the authors publish no sizes, this is the estimate.
-PAL4VST_APPROX_BYTES = 485_000_000
+# The authors publish no sizes. A checkpoint's state_dict is ~485 MB (121.3 M float32 values with the
+# auxiliary head); mmcv's save-best files also hold AdamW's two moments per parameter (~1.46 GB, the size
+# of a file written by a real PAL4VST training run); the TorchScript export holds the weights once. So a
+# range, and the disk checks use the length the server announces.
+PAL4VST_DOWNLOAD_BYTES = (485_000_000, 1_470_000_000)
+# What the converted .safetensors of this network takes: its state dict, counted from the built network.
+PAL4VST_CONVERTED_BYTES = 480_531_016
 
 
 @dataclass(frozen=True)
@@ -36,15 +43,27 @@ class CatalogueEntry:
     purpose: str  # what the model is for: shown by `pal models` and in the node's tooltip
     origin: str  # who made the file and where it comes from
     drive_id: str | None = None  # the authors' PyTorch checkpoint on Google Drive
-    torchscript_drive_id: str | None = None  # their TorchScript export (listed, never downloaded by us)
+    torchscript_drive_id: str | None = None  # their TorchScript export: the fallback, its weights read as data
     url: str | None = None  # a direct link replacing Drive (a mirror; set through $PAL_CATALOGUE)
-    approx_bytes: int | None = None
+    torchscript_url: str | None = None  # a direct link replacing the TorchScript export's Drive link
+    download_bytes: tuple[int, int] | None = None  # smallest and largest size the file may have; None: unknown
+    converted_bytes: int | None = None  # size of the installed .safetensors, for the disk check
     architecture: dict = field(default_factory=dict)  # expected SwinUPerNetConfig fields
     shipped: str | None = None  # name of the shipped weights file (weights/<shipped>.safetensors)
 
     @property
     def downloadable(self) -> bool:
         return self.drive_id is not None or self.url is not None
+
+    @property
+    def torchscript_source(self) -> dict | None:
+        """gdown's arguments for the TorchScript export of the same model (None when there is none).
+        A mirror (`url`) replaces the authors' host: its fallback is its own `torchscript_url` or none."""
+        if self.torchscript_url:
+            return {"url": self.torchscript_url}
+        if self.url:
+            return None
+        return {"id": self.torchscript_drive_id} if self.torchscript_drive_id else None
 
     @property
     def page(self) -> str | None:
@@ -59,12 +78,12 @@ class CatalogueEntry:
 
 
 def _official(name: str, purpose: str, drive_id: str, torchscript_drive_id: str) -> CatalogueEntry:
-    """One of the authors' checkpoints: all share their origin, network and (estimated) size."""
+    """One of the authors' checkpoints: all share their origin, network and sizes."""
     return CatalogueEntry(
         name, purpose, "the PAL4VST authors' checkpoint (Google Drive; no licence given: never redistributed, "
                        "fetched from their link)",
-        drive_id=drive_id, torchscript_drive_id=torchscript_drive_id, approx_bytes=PAL4VST_APPROX_BYTES,
-        architecture=PAL4VST_ARCHITECTURE)
+        drive_id=drive_id, torchscript_drive_id=torchscript_drive_id, download_bytes=PAL4VST_DOWNLOAD_BYTES,
+        converted_bytes=PAL4VST_CONVERTED_BYTES, architecture=PAL4VST_ARCHITECTURE)
 
 
 ENTRIES: tuple[CatalogueEntry, ...] = (
@@ -122,14 +141,17 @@ def _overrides() -> dict[str, dict]:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise ValueError(f"${CATALOGUE_ENV}={path}: not a readable JSON file ({error})") from error
-    allowed = {"url", "drive_id", "architecture", "approx_bytes"}
+    allowed = {"url", "drive_id", "torchscript_url", "torchscript_drive_id", "architecture"}
+    # Mirror files written for earlier releases may carry approx_bytes (a guessed size, replaced by the
+    # server's announced length): still accepted, and ignored, so they keep working.
+    ignored = {"approx_bytes"}
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ValueError(f"${CATALOGUE_ENV}={path}: expected {{model name: {{field: value}}}}")
     for name, fields in data.items():
         if name not in names():
             raise ValueError(f"${CATALOGUE_ENV}={path}: '{name}' is not in the catalogue ({', '.join(names())})")
-        unknown = set(fields) - allowed
+        unknown = set(fields) - allowed - ignored
         if unknown:
             raise ValueError(f"${CATALOGUE_ENV}={path}: {name}: cannot override {sorted(unknown)} "
                              f"(allowed: {sorted(allowed)})")
-    return data
+    return {name: {k: v for k, v in fields.items() if k not in ignored} for name, fields in data.items()}

@@ -2,13 +2,16 @@
 
 Formats are recognised from the file's content, never its name:
 - our `.safetensors` (weights + architecture + preprocessing metadata),
-- an mmsegmentation 1.x checkpoint (`{'meta', 'state_dict'}`, the official PAL4VST `.pth`),
+- an mmsegmentation checkpoint (`{'meta', 'state_dict', ...}`): the official PAL4VST `.pth` as mmcv 1.x
+  wrote it (with numpy scalars and the optimizer's state), or mmengine's (with its message hub); read
+  as data by `torch_pickle`, which builds tensors, containers and numpy scalars and nothing else,
 - a TorchScript archive (the official `end2end.pt`). TorchScript is a program: loading it with
   torch.jit runs code from the file. By default only its weights are read, as data (`torchscript.py`),
   and built into our own network when they are an mmseg Swin + UPerHead; anything else is refused.
   `trust_code=True` lets a file that cannot be read that way run as the program it is.
 A name (no path) is a catalogue model (`pal_core.hub.catalogue`: the official PAL4VST checkpoints, once
-installed by `pal download`, and the shipped pal-lite) or a shipped model (`pal_core.hub.resources` says
+installed by `pal download`, and the shipped pal-lite), a model installed under a name of one's own
+(`pal models add FILE --name NAME`), or a shipped model (`pal_core.hub.resources` says
 where those are). No source means the best installed model: pal4vst-unified when installed, else the
 shipped pal-lite (saying so once). Loaded networks are cached, so asking again does not read the file
 again.
@@ -32,8 +35,10 @@ from ..detect.preprocess import Preprocess
 from ..models.fusion import fuse_conv_bn
 from ..models.swin_upernet import CheckpointMismatch, from_mmseg_checkpoint, is_mmseg_swin_upernet
 from . import catalogue, model_store
+from .model_store import locate_model  # noqa: F401  (part of this module's API; torch-free for `pal models`)
 from .checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file
 from .resources import WEIGHTS_ENV, weights_dirs  # noqa: F401  (WEIGHTS_ENV: part of this module's API)
+from .torch_pickle import PickleReadError, read_torch_checkpoint
 from .torchscript import TorchScriptReadError, read_torchscript_weights
 
 DEFAULT_MODEL = "pal_lite"
@@ -55,7 +60,7 @@ def available_models() -> list[str]:
 
 
 def _shipped(name: str) -> Path | None:
-    return model_store.find_in(weights_dirs(), name)
+    return model_store.find_in(weights_dirs(), name)  # the same lookup as model_store.locate_model's
 
 
 def not_installed_message(entry: catalogue.CatalogueEntry) -> str:
@@ -78,18 +83,6 @@ def _say_once(message: str) -> None:
     if message not in _said:
         _said.add(message)
         print(f"pal: {message}", file=sys.stderr)
-
-
-def locate_model(name: str, download: bool = False) -> Path | None:
-    """The file of a catalogue model (None when it is not installed and `download` is False)."""
-    entry = catalogue.get(name)
-    if entry.shipped:
-        return _shipped(entry.shipped)
-    path = model_store.find_installed(entry.name)
-    if path is None and download:
-        from .download import download_model  # the network, only when asked for
-        path = download_model(entry.name)
-    return path
 
 
 def resolve_source(source: str | os.PathLike | None, download: bool = False) -> Path:
@@ -116,12 +109,14 @@ def resolve_source(source: str | os.PathLike | None, download: bool = False) -> 
                                      "reinstall the pack")
         return found
     looks_like_name = os.sep not in name and "/" not in name and not path.suffix
-    shipped_file = _shipped(name) if looks_like_name else None
-    if shipped_file is not None:
-        return shipped_file
-    if looks_like_name:
+    if looks_like_name:  # a model installed under a name of one's own (`pal models add FILE --name NAME`)
+        named = model_store.find_installed(name) or _shipped(name)
+        if named is not None:
+            return named
+        installed = sorted(set(model_store.installed_names()) - set(catalogue.names()))
         raise ModelNotFoundError(f"no model named '{name}': not a file here, not in the catalogue "
-                                 f"({', '.join(catalogue.names())}) and not a shipped model "
+                                 f"({', '.join(catalogue.names())}), not installed (installed: "
+                                 f"{', '.join(installed) or 'none'}) and not a shipped model "
                                  f"(shipped: {', '.join(available_models()) or 'none'})")
     raise ModelNotFoundError(f"model file not found: {path}")
 
@@ -168,14 +163,24 @@ def sniff_format(path: Path) -> str:
         "mmsegmentation checkpoint (.pth, {'meta', 'state_dict'}), or a TorchScript end2end.pt")
 
 
-def _read_mmseg(path: Path) -> DetectorCheckpoint:
-    try:
+def _read_torch_file(path: Path):
+    """The object a torch.save file holds, read as data (tensors memory-mapped, see `torch_pickle`)."""
+    if zipfile.is_zipfile(path):
+        try:
+            return read_torch_checkpoint(path)
+        except PickleReadError as error:
+            raise CheckpointError(f"{path}: could not be read as a checkpoint: {error}") from error
+    try:  # the legacy (pre-zip) format: torch's own weights-only reader
         with open(path, "rb") as f:  # a file object: torch.load picks a reader from the suffix otherwise
-            loaded = torch.load(f, map_location="cpu", weights_only=True)
+            return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CheckpointError(
             f"{path}: could not be read as a torch checkpoint with weights_only=True ({error}). Only plain "
             "tensors and containers are loaded, never pickled code") from error
+
+
+def _read_mmseg(path: Path) -> DetectorCheckpoint:
+    loaded = _read_torch_file(path)
     if isinstance(loaded, dict) and "state_dict" in loaded:
         state_dict, meta = loaded["state_dict"], loaded.get("meta")
     elif isinstance(loaded, dict):

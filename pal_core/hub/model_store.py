@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import atomic
+from . import catalogue
+from .resources import weights_dirs
 
 HOME_ENV = "PAL_HOME"
 CHECKSUM_SUFFIX = ".sha256"
@@ -84,6 +86,12 @@ def find_installed(name: str) -> Path | None:
     return find_in(model_folders(), name)
 
 
+def installed_names() -> list[str]:
+    """Names of every model installed in the model folders (hidden partial and staging files left out)."""
+    return sorted({p.stem for folder in model_folders() if folder.is_dir() for p in folder.glob("*.safetensors")
+                   if not p.name.startswith(".")})
+
+
 def checksum_path(model: Path) -> Path:
     return model.with_name(model.name + CHECKSUM_SUFFIX)
 
@@ -127,3 +135,15 @@ def verify(model: Path) -> Verification:
         return Verification(model, False, f"sha256 {actual[:12]}... differs from the recorded {expected[:12]}...: "
                                           "the file changed or is damaged; reinstall it")
     return Verification(model, True, f"sha256 {actual} matches")
+
+
+def locate_model(name: str, download: bool = False) -> Path | None:
+    """The file of a catalogue model (None when it is not installed and `download` is False)."""
+    entry = catalogue.get(name)
+    if entry.shipped:
+        return find_in(weights_dirs(), entry.shipped)
+    path = find_installed(entry.name)
+    if path is None and download:
+        from .download import download_model  # the network, only when asked for
+        path = download_model(entry.name)
+    return path

@@ -21,12 +21,8 @@ from collections import OrderedDict
 
 import torch
 
-_STORAGE_DTYPES = {
-    "DoubleStorage": torch.float64, "FloatStorage": torch.float32, "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
-    "BoolStorage": torch.bool,
-}
+from .torch_pickle import STORAGE_DTYPES, PickleReadError, StorageType, rebuild_tensor
+
 _MAX_PICKLE_BYTES = 256 * 2**20  # the module tree without its tensors is kilobytes; a bigger one is hostile
 
 
@@ -50,11 +46,6 @@ class _ScriptObject:
             self.attributes = state
 
 
-class _StorageType:
-    def __init__(self, dtype: torch.dtype):
-        self.dtype = dtype
-
-
 class _WeightsUnpickler(pickle.Unpickler):
     def __init__(self, data: bytes, archive: zipfile.ZipFile, root: str):
         super().__init__(io.BytesIO(data))
@@ -65,16 +56,16 @@ class _WeightsUnpickler(pickle.Unpickler):
         if module == "__torch__" or module.startswith("__torch__."):
             return _ScriptObject
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
-            return _rebuild_tensor
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(_STORAGE_DTYPES[name])
+            return rebuild_tensor
+        if module == "torch" and name in STORAGE_DTYPES:
+            return StorageType(STORAGE_DTYPES[name])
         if module == "collections" and name == "OrderedDict":
             return OrderedDict
         raise TorchScriptReadError(f"holds '{module}.{name}', which is not a weight: refused, nothing was run")
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str) and isinstance(pid[4], int)):
+                and isinstance(pid[1], StorageType) and isinstance(pid[2], str) and isinstance(pid[4], int)):
             raise TorchScriptReadError(f"an unknown storage reference {pid!r:.80}")
         _, storage_type, key, _, numel = pid
         if key not in self.storages:
@@ -92,18 +83,6 @@ class _WeightsUnpickler(pickle.Unpickler):
             raise TorchScriptReadError(f"tensor data '{name}' has {info.file_size} bytes, expected "
                                        f"{numel} x {itemsize} stored uncompressed")
         return torch.frombuffer(bytearray(self.archive.read(info)), dtype=dtype) if numel else torch.empty(0, dtype=dtype)
-
-
-def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, *_):
-    if not isinstance(storage, torch.Tensor):
-        raise TorchScriptReadError("a tensor without storage")
-    if not (isinstance(offset, int) and isinstance(size, tuple) and isinstance(stride, tuple)
-            and len(size) == len(stride) and all(isinstance(n, int) and n >= 0 for n in (offset, *size, *stride))):
-        raise TorchScriptReadError(f"a tensor with a malformed shape {size!r:.60} / stride {stride!r:.60}")
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else offset - 1
-    if last >= storage.numel():
-        raise TorchScriptReadError(f"a tensor of shape {tuple(size)} reaches past its storage")
-    return storage.as_strided(size, stride, offset)
 
 
 def _archive_root(names: list[str]) -> str:
@@ -127,6 +106,8 @@ def read_torchscript_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]
             tree = _WeightsUnpickler(archive.read(info), archive, root).load()
     except TorchScriptReadError:
         raise
+    except PickleReadError as error:  # a tensor that does not fit its storage (the check is shared)
+        raise TorchScriptReadError(str(error)) from error
     except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             IndexError, KeyError, RecursionError, MemoryError, OverflowError) as error:
         raise TorchScriptReadError(f"damaged ({type(error).__name__}: {error})") from error

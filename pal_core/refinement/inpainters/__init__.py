@@ -15,7 +15,7 @@ from .opencv import METHODS, XPHOTO, OpenCVInpainter, has_xphoto
 
 __all__ = ["Inpainter", "OpenCVInpainter", "make_inpainter"]
 
-# Chosen by benchmarks/inpaint.py (README, "Which weight-free inpainter"): frequency selective
+# Chosen by benchmarks/inpaint.py (docs/benchmarks.md, "Which weight-free inpainter"): frequency selective
 # reconstruction at 128 px keeps the most fixes `pal fix` re-detects, at the best SSIM, in < 1 s a crop.
 DEFAULT = "opencv-fsr-fast@128"
 FALLBACK = "opencv-ns"  # the best of the methods every OpenCV build has, where opencv-contrib is missing
