@@ -6,7 +6,8 @@ on sys.path (its `nodes/` would shadow ComfyUI's nodes.py, its tests/ and tools/
 The folder's weights/ are registered with pal_core as the shipped models.
 
 Everything here must import without ComfyUI as well: the headless runner and the tests load the
-same mappings.
+same mappings. Inside a ComfyUI that loads V3 extensions the pack offers `comfy_entrypoint` (the same
+nodes on the V3 schema, nodes/v3.py) instead of the mappings; elsewhere, V1 `NODE_CLASS_MAPPINGS`.
 """
 
 import importlib
@@ -39,11 +40,17 @@ _load_pal_core()
 importlib.import_module("pal_core.hub.resources").register_weights_dir(_FOLDER / "weights")
 
 if __package__:
-    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, v3
 else:  # loaded as a plain module (pytest does so when the folder's name is no valid package name)
-    from pal_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+    from pal_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, v3
 
 # ComfyUI serves this folder's .js files to the browser: web/pal_results.js shows PAR on the nodes.
 WEB_DIRECTORY = "./web"
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
+if v3.host_loads_v3():
+    # ComfyUI reads comfy_entrypoint only from a pack without NODE_CLASS_MAPPINGS: offer the V3 nodes alone.
+    comfy_entrypoint = v3.entrypoint(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)
+    del NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+    __all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]
+else:
+    __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -52,6 +52,9 @@ CACHE_ENV = "PAL_TEST_CACHE"
 START_TIMEOUT = 600.0  # a cold start on a busy 2-core machine imports torch, transformers, ...
 CATALOGUE_FILE = "pal-catalogue.json"  # in the session server's base directory: its $PAL_CATALOGUE
 HOST_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1", "OMP_NUM_THREADS": "2"}
+# The newest ComfyUI front end on PyPI that the browser tests also run on (0.3.64 bundles 1.27.10). Pinned so
+# CI is reproducible; docs/comfyui.md says what it needs of the backend. Served with --front-end-root.
+NEWEST_FRONT_END = "1.58.1"
 
 
 class HostError(RuntimeError):
@@ -166,6 +169,42 @@ class ComfyInstall:
             shutil.rmtree(self.folder, ignore_errors=True)
             raise
         (self.folder / "READY").write_text(f"built in {time.monotonic() - started:.0f} s\n")
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """A release of ComfyUI's front end (the comfyui-frontend-package wheel) unpacked under the tests' cache,
+    for `--front-end-root`: installed with --target, so no environment of anyone's changes."""
+
+    folder: Path
+    version: str
+
+    @property
+    def static(self) -> Path:
+        return self.folder / "comfyui_frontend_package" / "static"
+
+    @classmethod
+    def prepare(cls, version: str = NEWEST_FRONT_END) -> "FrontEnd":
+        folder = cache_root() / f"frontend-{version}"
+        front_end = cls(folder, version)
+        if (folder / "READY").is_file():
+            return front_end
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.parent / f"frontend-{version}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / "READY").is_file():
+                shutil.rmtree(folder, ignore_errors=True)
+                try:
+                    _run([base_python(), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                          "--target", str(folder), f"comfyui-frontend-package=={version}"],
+                         f"installing ComfyUI's front end {version}")
+                    if not (front_end.static / "index.html").is_file():
+                        raise HostError(f"comfyui-frontend-package {version} has no static/index.html in {folder}")
+                except BaseException:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    raise
+                (folder / "READY").write_text(f"comfyui-frontend-package {version}\n")
+        return front_end
 
 
 # ------------------------------------------------------------------------------------ base directory
@@ -399,20 +438,38 @@ def comfy_install() -> ComfyInstall:
         pytest.fail(str(error))
 
 
-@pytest.fixture(scope="session")
-def comfy_server(comfy_install):
-    """One ComfyUI for the session: this checkout in custom_nodes/pal-nodes (Manager way) and the probe."""
+@contextlib.contextmanager
+def _session_server(install: ComfyInstall, extra_args: list[str] | None = None):
     # Not under pytest's basetemp: concurrent pytest runs of the same user prune each other's old ones.
     base = Path(tempfile.mkdtemp(prefix="pal-comfyui-base-"))
     # The documented mirror switch, empty: a test may point a catalogue model at a stand-in host by writing it.
     catalogue = base / CATALOGUE_FILE
     catalogue.write_text("{}")
     try:
-        server = ComfyServer.start(comfy_install, make_base_dir(base, comfy_install),
-                                   env={"PAL_CATALOGUE": str(catalogue)})
-        try:
+        with ComfyServer.start(install, make_base_dir(base, install), extra_args,
+                               env={"PAL_CATALOGUE": str(catalogue)}) as server:
             yield server
-        finally:
-            server.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy_install):
+    """One ComfyUI for the session: this checkout in custom_nodes/pal-nodes (Manager way) and the probe."""
+    with _session_server(comfy_install) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def newest_front_end() -> FrontEnd:
+    try:
+        return FrontEnd.prepare()
+    except HostError as error:
+        pytest.fail(str(error))
+
+
+@pytest.fixture(scope="session")
+def comfy_server_newest_front_end(comfy_install, newest_front_end):
+    """The same ComfyUI and packs, serving the newest front end (NEWEST_FRONT_END) instead of its own."""
+    with _session_server(comfy_install, ["--front-end-root", str(newest_front_end.static)]) as server:
+        yield server

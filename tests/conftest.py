@@ -47,4 +47,5 @@ def tiny_detector_file(tmp_path_factory) -> str:
 
 
 # The real ComfyUI (tests/comfy_host.py): session fixtures for tests marked `comfyui`.
-from comfy_host import comfy_install, comfy_server  # noqa: E402,F401
+from comfy_host import (comfy_install, comfy_server, comfy_server_newest_front_end,  # noqa: E402,F401
+                        newest_front_end)
