@@ -110,6 +110,12 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             record, prob, mask = detect_one(detector, path, image, args, done)
+        except ValueError as error:  # non-finite pixels or probabilities: an error, never PAR 0
+            tally.add_failure()
+            console.error(f"{path}: {error}")
+            print(json.dumps({"image": str(path), "error": str(error)}), flush=True)
+            console.image_done()
+            continue
         except OSError as error:
             console.error(f"could not write the outputs of {path} ({describe_os_error(error)})")
             if console.stopped_by(error):
@@ -128,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     for line in tally.summary(str(args.out) if args.out is not None else None):
         console.line(f"pal detect: {line}")
     if tally.failed:
-        console.error(f"{tally.failed} of {tally.images} images could not be read")
+        console.error(f"{tally.failed} of {tally.images} images could not be read or scored")
     if write_failures:
         console.error(f"the outputs of {write_failures} images could not be written")
     if args.sheet is not None and rows:
@@ -140,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
 def detect_one(detector, path: Path, image, args: argparse.Namespace, done: dict[str, Path]):
     """Detects one image and writes the outputs it does not have yet: (JSON record, probability, mask)."""
     prob = detector.predict([image], threshold=args.threshold)[0]
+    if not bool(prob.isfinite().all()):  # the detector does not run on non-finite pixels (see predict)
+        raise ValueError("the image has NaN or infinite pixels (a damaged or float image file), so it cannot be "
+                         "scored; re-export it as an 8- or 16-bit PNG")
     mask = binarize(prob, args.threshold)
     record = {
         "image": str(path),

@@ -35,6 +35,7 @@ from . import catalogue, model_store
 from .checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file
 from .resources import WEIGHTS_ENV, weights_dirs  # noqa: F401  (WEIGHTS_ENV: part of this module's API)
 from .torchscript import TorchScriptReadError, read_torchscript_weights
+from .validation import check_checkpoint, check_tensors
 
 DEFAULT_MODEL = "pal_lite"
 TORCHSCRIPT_INPUT_SIZE = 512  # the official export has a static 512x512 input
@@ -182,6 +183,8 @@ def _read_mmseg(path: Path) -> DetectorCheckpoint:
         state_dict, meta = loaded, None
     else:
         raise CheckpointError(f"{path}: holds a {type(loaded).__name__}, expected a dict with 'state_dict'")
+    if isinstance(state_dict, dict):
+        check_tensors(state_dict, str(path))  # a string or an integer table among the weights is no model
     if not isinstance(state_dict, dict) or not is_mmseg_swin_upernet(state_dict):
         raise CheckpointError(
             f"{path}: a torch checkpoint, but not an mmsegmentation Swin + UPerHead model (expected keys "
@@ -212,6 +215,7 @@ def _read_torchscript_weights(path: Path) -> DetectorCheckpoint:
         raise CheckpointError(f"{path}: its weights are not named like an mmsegmentation Swin + UPerHead "
                               f"model (no '{anchor}')")
     prefix = prefixes[0]  # the shortest: the model itself, not a copy nested inside it
+    check_tensors({k: v for k, v in tensors.items() if k.startswith(prefix)}, str(path))
     state_dict = {key[len(prefix):]: value.float() for key, value in tensors.items()
                   if key.startswith(prefix) and key[len(prefix):].startswith(_MMSEG_PARTS)}
     if not is_mmseg_swin_upernet(state_dict):
@@ -322,7 +326,9 @@ def read_checkpoint(source: str | os.PathLike | None) -> DetectorCheckpoint:
 
 def _read_weights(path: Path, kind: str) -> DetectorCheckpoint:
     readers = {"safetensors": read_detector_file, "torchscript": _read_torchscript_weights, "torch": _read_mmseg}
-    return readers[kind](path)
+    checkpoint = readers[kind](path)
+    check_checkpoint(checkpoint.model, checkpoint.preprocess, str(path))  # finite weights, sane preprocessing
+    return checkpoint
 
 
 def _load_uncached(path: Path, device: torch.device, trust_code: bool) -> tuple:
