@@ -12,6 +12,7 @@ from ..hub.checkpoint import CheckpointError
 from ..hub.download import received_bytes
 from ..hub.installing import InstallError, install_file
 from ..hub.loading import ModelNotFoundError, locate_model
+from ..outputs import describe_os_error
 
 
 def register(subparsers) -> None:
@@ -52,10 +53,22 @@ def _installed_rows() -> list[dict]:
     known = {row["path"] for row in rows}
     for folder in model_store.model_folders():
         for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
-            if str(path) not in known and not path.name.startswith("."):
-                rows.append({"name": path.stem, "status": "installed", "path": str(path),
-                             "bytes": path.stat().st_size, "purpose": "installed with `pal models add`", "link": None})
+            if str(path) in known or path.name.startswith("."):
+                continue
+            if not path.is_file():  # a dangling link, a folder, a FIFO (reading it would wait forever)
+                rows.append({"name": path.stem, "status": "not a file", "path": str(path), "bytes": None,
+                             "purpose": f"{_what_it_is(path)} named like a model, not a model: remove it or "
+                                        "install a model with `pal models add`", "link": None})
+                continue
+            rows.append({"name": path.stem, "status": "installed", "path": str(path),
+                         "bytes": path.stat().st_size, "purpose": "installed with `pal models add`", "link": None})
     return rows
+
+
+def _what_it_is(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        return "a link to a missing file"
+    return "a folder" if path.is_dir() else "a special file (not a regular file)"
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -63,6 +76,9 @@ def run_list(args: argparse.Namespace) -> int:
         rows = _installed_rows()
     except ValueError as error:  # a bad $PAL_CATALOGUE
         print(f"pal models: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a models folder that cannot be read
+        print(f"pal models: cannot read the models folders ({describe_os_error(error)})", file=sys.stderr)
         return 2
     failed = 0
     for row in rows:

@@ -14,9 +14,13 @@ import os
 from pathlib import Path
 
 from ..atomic import atomic_path
+from ..outputs import check_output_folder, describe_os_error
 from . import catalogue, model_store
 from .checkpoint import CheckpointError, DetectorCheckpoint, save_detector_file
 from .loading import read_checkpoint, sniff_format
+
+
+MAX_NAME_LENGTH = 100  # a file name is at most 255 bytes; the staging name adds a pid and suffixes
 
 
 class InstallError(ValueError):
@@ -47,7 +51,12 @@ def install_file(source: str | os.PathLike, name: str, folder: str | os.PathLike
         raise InstallError(f"{name} is shipped with the pack; install a file under another name")
     if not name or any(c in name for c in '/\\:') or name.startswith("."):
         raise InstallError(f"'{name}' cannot be a model name (no slashes, colons or leading dot)")
+    if len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise InstallError(f"a model name must be at most {MAX_NAME_LENGTH} printable characters, not "
+                           f"{len(name)} ({name[:20]!r}...); choose a shorter --name")
     folder = Path(folder) if folder is not None else model_store.install_folder()
+    if (problem := check_output_folder(folder, "the models folder")) is not None:
+        raise InstallError(f"{problem}; choose another folder with --dir")
     target = folder / f"{name}.safetensors"
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} is already installed; pass --overwrite to replace it")
@@ -74,7 +83,8 @@ def install_file(source: str | os.PathLike, name: str, folder: str | os.PathLike
         if error.errno == errno.ENOSPC:
             raise InstallError(f"the disk holding {folder} is full; free some space (a PAL4VST model takes "
                                "about 0.5 GB) or choose another folder with --dir, then run again") from error
-        raise
+        raise InstallError(f"could not install into {folder} ({describe_os_error(error)}); choose another folder "
+                           "with --dir") from error
     finally:
         staging.unlink(missing_ok=True)
     return target

@@ -224,11 +224,17 @@ def _read_torchscript_weights(path: Path) -> DetectorCheckpoint:
     return DetectorCheckpoint(model, path.stem, Preprocess(), source=f"weights of TorchScript {path.name}")
 
 
-def _refuse_program(path: Path, reason: CheckpointError) -> CheckpointError:
+def _refuse_program(path: Path, reason: CheckpointError, can_run: bool = True) -> CheckpointError:
+    """Why a TorchScript file whose weights are not readable as data was not loaded. `can_run` False: the
+    caller needs weights (convert, install, a distillation student), so running it is no way out."""
+    use_weights = ("Use the mmsegmentation .pth checkpoint of the same model (or a .safetensors made from it "
+                   "by `pal convert`)")
+    if not can_run:
+        return CheckpointError(f"{reason}. {path.name} is a program (a TorchScript file) whose weights could not "
+                               f"be read as data, so there is nothing to convert or install. {use_weights}")
     return CheckpointError(
         f"{reason}. {path.name} is a TorchScript file, which is a program: loading it runs code from the "
-        "file, and that code can read and write your files, so it was not loaded. Use the mmsegmentation "
-        ".pth checkpoint of the same model (or a .safetensors made from it by `pal convert`); or, only if "
+        f"file, and that code can read and write your files, so it was not loaded. {use_weights}; or, only if "
         "you trust whoever made this file, pass --allow-torchscript (trust_code=True in Python, "
         "allow_torchscript in the Load Artifact Detector node) to run it")
 
@@ -321,7 +327,7 @@ def read_checkpoint(source: str | os.PathLike | None) -> DetectorCheckpoint:
     try:
         return _read_weights(path, kind)
     except CheckpointError as error:
-        raise (_refuse_program(path, error) if kind == "torchscript" else error) from error
+        raise (_refuse_program(path, error, can_run=False) if kind == "torchscript" else error) from error
 
 
 def _read_weights(path: Path, kind: str) -> DetectorCheckpoint:
