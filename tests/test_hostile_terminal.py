@@ -147,3 +147,26 @@ def test_a_huge_filename_prefix_is_refused_before_the_detector_runs(place, capsy
     code, err = run_graph(place, graph, capsys)
     assert code == 2 and "filename_prefix is too long (100000 characters" in err and len(err) < 5000
     assert not (place / "out").exists() or not any((place / "out").iterdir())
+
+
+# ------------------------------------------------------------------------ words that say what was wrong
+
+
+def png_with_text(path: Path, key: str, text: str, compressed: bool = False) -> Path:
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    info.add_text(key, text, zip=compressed)
+    Image.new("RGB", (4, 4)).save(path, pnginfo=info)
+    return path
+
+
+@pytest.mark.parametrize("text, compressed, message", [
+    ("[" * 100_000 + "]" * 100_000, False, "workflow text chunks cannot be read ('workflow' is nested too deeply)"),
+    ("{not json", False, "'workflow' is not valid JSON"),
+    ("x" * 3_000_000, True, "its text chunks are too large to read"),
+])
+def test_a_png_with_a_broken_workflow_chunk_says_so(tmp_path, capsys, text, compressed, message):
+    path = png_with_text(tmp_path / "w.png", "workflow", text, compressed)
+    assert main(["run", str(path), "--engine", "builtin"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "no 'workflow' or 'prompt' text chunk" not in err and "Traceback" not in err
