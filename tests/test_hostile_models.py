@@ -208,3 +208,14 @@ def test_refine_refuses_a_nan_pixel_instead_of_finding_no_region(tiny_detector_f
     with pytest.raises(ValueError, match="image 1 of the batch has NaN or infinite pixels"):
         refine(images, detector, make_inpainter("opencv-telea"))
     assert not math.isnan(float(images[0].sum()))
+
+
+def test_auto_fix_node_on_a_nan_pixel_is_an_error_not_no_region(tiny_detector_file):
+    from pal_nodes.inpainting import PALLoadOpenCVInpainter
+    from pal_nodes.refinement import PALAutoFixV2
+    detector = load_detector(tiny_detector_file, device="cpu", input_size=64)
+    (inpainter,) = PALLoadOpenCVInpainter().load("telea", 0.0)
+    images = torch.rand(1, 32, 40, 3)
+    images[0, 5, 6, 2] = float("nan")
+    with pytest.raises(ValueError, match="the image has NaN or infinite pixels, so nothing was detected or repainted"):
+        PALAutoFixV2().fix(images, detector, inpainter, 0, 0.5, 1.5, 64, 0.06, False, True)
