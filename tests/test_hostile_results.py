@@ -168,3 +168,35 @@ def test_a_record_with_a_par_outside_0_to_1_is_not_trusted(tmp_path, capsys, pho
     assert out.read_bytes() == before
     assert main(["rank", "--merge", str(out), "--out", str(tmp_path / "merged.jsonl")]) == 2
     assert "not a share from 0 to 1" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ pal detect: the same rules for its --out
+
+
+def test_detect_rerun_with_another_threshold_or_model_is_refused_not_skipped(tmp_path, capsys, photos,
+                                                                            tiny_detector_file):
+    out = tmp_path / "out"
+    model = Path(shutil.copy(tiny_detector_file, tmp_path / "model.safetensors"))
+    assert main(["detect", str(photos), "--out", str(out), *model_args(model), "--quiet"]) == 0
+    before = tree_bytes(out)
+    capsys.readouterr()
+    assert main(["detect", str(photos), "--out", str(out), *model_args(model), "--quiet"]) == 0  # same: skipped
+    assert all("skipped" in json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert main(["detect", str(photos), "--out", str(out), *model_args(model), "--threshold", "0.3"]) == 2
+    assert "made by an earlier run with another model, threshold" in capsys.readouterr().err
+    other_model(model)
+    assert main(["detect", str(photos), "--out", str(out), *model_args(model)]) == 2
+    assert tree_bytes(out) == before
+    assert main(["detect", str(photos), "--out", str(out), *model_args(model), "--overwrite", "--quiet"]) == 0
+    assert tree_bytes(out) != before
+
+
+def test_a_second_detect_into_a_busy_out_is_refused(tmp_path, capsys, photos, tiny_detector_file):
+    from pal_core.cli.detect import LOCK_NAME as DETECT_LOCK
+    from pal_core.locks import exclusive_lock
+    out = tmp_path / "out"
+    out.mkdir()
+    with exclusive_lock(out / DETECT_LOCK, "busy"):  # flock: another open file description is refused too
+        assert main(["detect", str(photos), "--out", str(out), *model_args(tiny_detector_file), "--quiet"]) == 2
+    assert "is being written by another pal detect run" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == [DETECT_LOCK]
