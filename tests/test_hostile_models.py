@@ -219,3 +219,22 @@ def test_auto_fix_node_on_a_nan_pixel_is_an_error_not_no_region(tiny_detector_fi
     images[0, 5, 6, 2] = float("nan")
     with pytest.raises(ValueError, match="the image has NaN or infinite pixels, so nothing was detected or repainted"):
         PALAutoFixV2().fix(images, detector, inpainter, 0, 0.5, 1.5, 64, 0.06, False, True)
+
+
+def overflowing_model(source: str, target: Path) -> Path:
+    """Finite weights whose logits overflow: the probabilities come out NaN at run time, not at load."""
+    return rewrite(source, target, {"decode_head.classifier.weight": torch.full_like(classifier(source), 3e38)})
+
+
+def test_probabilities_that_overflow_stop_rank_and_detect_with_a_sentence(tmp_path, capsys, tiny_detector_file):
+    model = overflowing_model(tiny_detector_file, tmp_path / "overflow.safetensors")
+    image = picture(tmp_path / "a.png")
+    out = tmp_path / "scores.jsonl"
+    assert main(["rank", str(image), "--out", str(out), *model_args(model), "--precision", "fp32", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "gave NaN or infinite probabilities for image 0 at fp32" in err and "Traceback" not in err
+    assert not out.exists() or "NaN" not in out.read_text()
+    assert main(["detect", str(image), *model_args(model), "--precision", "fp32"]) == 1
+    captured = capsys.readouterr()
+    record = json.loads(captured.out, parse_constant=lambda c: pytest.fail(f"{c} in JSON output"))
+    assert "par" not in record and "check or replace the model file" in record["error"]
