@@ -98,8 +98,8 @@ def _config_value_problem(value: object) -> str | None:
     if isinstance(value, list):
         if len(value) > MAX_CONFIG_LIST:
             return f"a list of {len(value)} entries (at most {MAX_CONFIG_LIST})"
-        inner = [p for v in value if (p := "a nested value" if isinstance(v, (list, dict)) else _config_value_problem(v))]
-        return inner[0] if inner else None
+        inner = ["a nested value" if isinstance(v, (list, dict)) else _config_value_problem(v) for v in value]
+        return next((problem for problem in inner if problem), None)
     return f"a {type(value).__name__}"
 
 
