@@ -69,10 +69,11 @@ def test_the_engine_search_skips_the_current_folder(tmp_path, monkeypatch):
     here = comfyui_lookalike(tmp_path / "here")
     monkeypatch.delenv("COMFYUI_PATH", raising=False)
     monkeypatch.chdir(here)
-    monkeypatch.setattr(sys, "path", ["", str(here), *[p for p in sys.path if p not in ("", ".")]])
+    others = [p for p in sys.path if p not in ("", ".")]
+    monkeypatch.setattr(sys, "path", ["", str(here), *others])  # one setattr per list: undone exactly
     assert comfy_engine.locate() is None
     elsewhere = comfyui_lookalike(tmp_path / "ComfyUI")  # on sys.path, not the current folder: found
-    monkeypatch.syspath_prepend(str(elsewhere))
+    monkeypatch.setattr(sys, "path", ["", str(here), str(elsewhere), *others])
     assert comfy_engine.locate() == elsewhere
     assert not (here / "IMPORTED").exists() and not (elsewhere / "IMPORTED").exists()
 
