@@ -200,3 +200,14 @@ def test_a_second_detect_into_a_busy_out_is_refused(tmp_path, capsys, photos, ti
         assert main(["detect", str(photos), "--out", str(out), *model_args(tiny_detector_file), "--quiet"]) == 2
     assert "is being written by another pal detect run" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == [DETECT_LOCK]
+
+
+def test_ray_columns_carry_the_model_hash_both_ways():
+    from pal_core.rank.ray_ranking import columns_to_records, records_to_columns
+    records = [{"image": "/a.png", "par": 0.25, "width": 4, "height": 3, "model": "tiny", "threshold": 0.5,
+                "input_size": 64, "model_sha256": "ab" * 32},
+               {"image": "/b.png", "error": "unreadable", "model": "tiny", "threshold": 0.5, "input_size": 64,
+                "model_sha256": "ab" * 32},
+               {"image": "/c.png", "par": 0.5, "width": 4, "height": 3, "model": "old", "threshold": 0.5,
+                "input_size": 64}]  # a detector that came from no file: no hash
+    assert columns_to_records(records_to_columns(records)) == records
