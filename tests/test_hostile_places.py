@@ -61,6 +61,15 @@ def test_models_lists_a_dangling_link_a_folder_and_a_fifo_without_a_traceback(tm
     assert rows["dangling"]["status"] == rows["x"]["status"] == rows["pipe"]["status"] == "not a file"
 
 
+def test_models_shows_a_file_name_with_escape_sequences_escaped(tmp_path, capsys, monkeypatch, tiny_detector_file):
+    monkeypatch.setenv("PAL_HOME", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    os.symlink(tiny_detector_file, tmp_path / "models" / "evil\x1b]0;t\x07.safetensors")
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "evil\\x1b]0;t\\x07" in out
+
+
 def test_verify_never_hashes_a_folder(tmp_path):
     from pal_core.hub.model_store import verify
     (tmp_path / "x.safetensors").mkdir()

@@ -13,6 +13,7 @@ from ..hub.download import received_bytes
 from ..hub.installing import InstallError, install_file
 from ..hub.loading import ModelNotFoundError, locate_model
 from ..outputs import describe_os_error
+from .console import terminal_text
 
 
 def register(subparsers) -> None:
@@ -104,8 +105,9 @@ def _print_table(rows: list[dict]) -> None:
         where = row["path"] or f"get it: pal download {row['name']}"
         if row.get("received_bytes"):
             where += f" (resumes: {_size(row['received_bytes'], approximate=False)} received)"
-        print(f"{row['name']:<{width}}  {row['status']:<13}  {size:>9}  {where}")
-        print(f"{'':<{width}}  {row['purpose']}")
+        # file names in a models folder are anyone's text: shown with control characters escaped
+        print(terminal_text(f"{row['name']:<{width}}  {row['status']:<13}  {size:>9}  {where}", newline=None))
+        print(terminal_text(f"{'':<{width}}  {row['purpose']}", newline=None))
         if "verify" in row:
             print(f"{'':<{width}}  verify: {'ok' if row['verified'] else 'FAILED'}: {row['verify']}")
     print(f"models folder: {model_store.install_folder()}")
