@@ -14,6 +14,7 @@ ComfyUI's back afterwards.
 from __future__ import annotations
 
 import asyncio
+import importlib.machinery
 import importlib.util
 import logging
 import os
@@ -48,10 +49,14 @@ def looks_like_comfyui(folder: Path) -> bool:
 
 
 def importable_comfyui() -> Path | None:
-    """ComfyUI's folder when this Python can import it (found without importing anything)."""
+    """ComfyUI's folder when this Python can import it (found without importing anything). The current
+    folder does not count (`python -m` puts it on sys.path): a ComfyUI look-alike in whatever folder pal is
+    started from must never be imported and run; a ComfyUI there is used when named (--comfyui, $COMFYUI_PATH)."""
+    here = Path.cwd().resolve()
+    search = [entry for entry in sys.path if entry not in ("", ".") and Path(entry).resolve() != here]
     try:
-        spec = importlib.util.find_spec("folder_paths")
-    except (ImportError, ValueError):
+        spec = importlib.machinery.PathFinder.find_spec("folder_paths", search)
+    except (ImportError, ValueError, OSError):
         return None
     if spec is None or not spec.origin:
         return None

@@ -6,7 +6,7 @@ Never imports ComfyUI: the node pack in `nodes/` is a thin layer over this packa
 One concept a sub-package, lowest first; a module imports only from its own floor or below
 (tests/test_import_graph.py), so data flows one way: image -> detector -> mask -> crop plan ->
 inpainter -> composite.
-    atomic, config, imageio, outputs, layouts   files, saved settings, tensor layouts
+    atomic, config, imageio, outputs, layouts, locks   files, saved settings, tensor layouts, run locks
     models/       the networks: Swin + UPerNet (mmseg converter beside it), PAL-lite, conv+BN folding
     detect/       Detector: input contract, device and precision, memory, masks and PAR
     hub/          model files: our format, every other a user may have, catalogue, downloads

@@ -33,9 +33,14 @@ def made_from_text(source: Path) -> dict[str, str]:
 
 def made_from(path: Path) -> str | None:
     """The digest of the input a PNG of ours was made from (its text chunk), or None for any other file."""
+    return png_text_value(path, MADE_FROM_KEY)
+
+
+def png_text_value(path: Path, key: str) -> str | None:
+    """One text chunk of a PNG, or None (no such chunk, or not a readable PNG)."""
     try:
         with Image.open(path) as image:
-            return (getattr(image, "text", None) or {}).get(MADE_FROM_KEY)
+            return (getattr(image, "text", None) or {}).get(key)
     except Exception:  # anything that is not a readable PNG of ours is someone else's file
         return None
 

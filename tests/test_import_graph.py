@@ -138,7 +138,7 @@ print(json.dumps({"modules": sorted(sys.modules), "failed": failed}))
 # pal_core's own floors, lowest first: a module imports only from its own floor or below, so data flows one
 # way (image -> detector -> mask -> crop plan -> inpainter -> composite) and nothing low knows what uses it.
 FLOORS = (
-    {"atomic", "config", "imageio", "outputs", "layouts"},  # files, tensors, saved settings: no model, no policy
+    {"atomic", "config", "imageio", "outputs", "layouts", "locks"},  # files, tensors, saved settings: no model, no policy
     {"models"},  # networks
     {"detect"},  # running a network on images
     {"hub"},  # model files, the catalogue, downloads

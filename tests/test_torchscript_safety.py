@@ -106,8 +106,10 @@ def test_a_program_whose_weights_are_not_a_model_is_refused(tmp_path, victim):
     path = hostile_export(tmp_path, victim, keep=lambda key: not key.startswith("decode_head.conv_seg"))
     with pytest.raises(CheckpointError, match="is a program.*read and write your files.*--allow-torchscript"):
         load_detector(path, device="cpu")
-    with pytest.raises(CheckpointError, match="is a program"):
+    with pytest.raises(CheckpointError, match="is a program") as refused:
         read_checkpoint(path)
+    assert "--allow-torchscript" not in str(refused.value)  # converting or installing cannot run it (issue 25)
+    assert "nothing to convert or install" in str(refused.value)
     assert victim.read_text() == "#!/bin/sh\necho my backup\n"
 
 

@@ -76,9 +76,22 @@ def test_without_the_engine_plugin_comfyui_cannot_be_chosen(monkeypatch, tmp_pat
 
 
 def test_the_real_plugin_refuses_a_folder_that_is_not_comfyui(monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv(engines.COMFYUI_ENV, str(tmp_path))
-    assert main(["run", str(WORKFLOWS / "Detect artifacts in your images.json")]) == 2  # auto: $COMFYUI_PATH counts
+    assert main(["run", str(WORKFLOWS / "Detect artifacts in your images.json"), "--comfyui", str(tmp_path)]) == 2
     assert f"{tmp_path} is not a ComfyUI folder" in capsys.readouterr().err
+
+
+def test_a_stale_comfyui_path_does_not_stop_auto_and_is_named(monkeypatch, tmp_path, capsys):
+    """Issue 25: a moved ComfyUI left in $COMFYUI_PATH: auto runs on the built-in runtime and says why."""
+    monkeypatch.setenv(engines.COMFYUI_ENV, str(tmp_path / "moved"))
+    assert main(["run", str(WORKFLOWS / "Detect artifacts in your images.json"), "--quiet",
+                 "--output-dir", str(tmp_path / "out"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["engine"] == "builtin"
+    assert f"$COMFYUI_PATH is {tmp_path / 'moved'}, which is not a ComfyUI folder" in captured.err
+    assert "the built-in runtime ran this workflow" in captured.err
+    assert main(["run", str(WORKFLOWS / "Detect artifacts in your images.json"), "--engine", "comfyui"]) == 2
+    err = capsys.readouterr().err
+    assert "$COMFYUI_PATH is" in err and "set it to the folder ComfyUI runs from" in err and "Traceback" not in err
 
 
 def test_the_real_plugin_locates_comfyui(monkeypatch, tmp_path):

@@ -16,6 +16,22 @@ from tqdm import tqdm
 from ..outputs import is_fatal_write_error
 
 
+# Characters that a terminal obeys instead of showing: C0 and C1 controls (ESC starts the sequences that
+# retitle the window, clear the screen or move the cursor), DEL, and the bidirectional overrides that make
+# text read differently from what it holds.
+_BIDI = {0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)}
+_CONTROLS.update({c: f"\\u{c:04x}" for c in _BIDI})
+
+
+def terminal_text(text: object, newline: str | None = "\n") -> str:
+    """`text` safe to print: every control character shown as an escape (\\x1b), never obeyed. A line break
+    becomes `newline`; None escapes it too (one line that nothing inside can split into forged ones)."""
+    table = dict(_CONTROLS)
+    table[0x0A] = "\\n" if newline is None else newline
+    return str(text).translate(table)
+
+
 class Console:
     def __init__(self, command: str, total: int, quiet: bool = False, stream: TextIO | None = None,
                  steps: str | None = None):
@@ -34,11 +50,11 @@ class Console:
     def line(self, text: str) -> None:
         """A line for the person (hidden by --quiet), printed above the bars."""
         if not self.quiet:
-            tqdm.write(text, file=self.stream)
+            tqdm.write(terminal_text(text), file=self.stream)
 
     def error(self, text: str) -> None:
         """Always printed, --quiet or not."""
-        tqdm.write(f"pal {self.command}: {text}", file=self.stream)
+        tqdm.write(f"pal {self.command}: {terminal_text(text)}", file=self.stream)
 
     def step_progress(self, done: int, total: int) -> None:
         """A progress(done, total) callback for the work on the current image."""

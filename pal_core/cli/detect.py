@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
 
 from ..atomic import remove_stale_temporaries
+from ..hub.fingerprint import model_sha256
 from ..detect.masks import binarize, check_threshold, par
 from ..imageio import ImageReadError, list_images, overlay, read_image, write_png
+from ..locks import BusyError, exclusive_lock
 from ..outputs import (check_output_folder, describe_os_error, is_output_of, made_from_text,
-                       outputs_that_are_inputs)
+                       outputs_that_are_inputs, png_text_value)
 from ..refinement.refine import plan_regions
 from ..sheets import SheetRow, detect_row, draw_sheet
 from ..verdicts import DetectTally, detect_line
@@ -61,9 +64,30 @@ def check_outputs(out_dir: Path, images: list[Path], overwrite: bool) -> list[st
     return problems
 
 
-def done_outputs(out_dir: Path, image: Path) -> dict[str, Path]:
-    """The outputs an earlier run already wrote for this image (complete files: they are written atomically)."""
-    return {kind: p for kind, p in output_paths(out_dir, image).items() if p.exists() and is_output_of(p, image)}
+def done_outputs(out_dir: Path, image: Path, settings: str) -> dict[str, Path]:
+    """The outputs an earlier run already wrote for this image with these settings (complete files: they are
+    written atomically)."""
+    return {kind: p for kind, p in output_paths(out_dir, image).items()
+            if p.exists() and is_output_of(p, image) and png_text_value(p, SETTINGS_KEY) == settings}
+
+
+SETTINGS_KEY = "pal:settings"  # PNG text chunk: a digest of what shaped the output (see `settings_digest`)
+LOCK_NAME = ".pal-detect.lock"  # in --out, held by the run writing there
+
+
+def settings_digest(detector, threshold: float) -> str:
+    """A digest of everything besides the input that shapes the outputs: the model file, threshold, size, precision."""
+    settings = {"model_sha256": model_sha256(detector), "model": detector.name, "threshold": threshold,
+                "input_size": detector.input_size, "precision": detector.precision}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def settings_conflicts(out_dir: Path, images: list[Path], settings: str) -> list[str]:
+    """Outputs of ours made by an earlier run with other settings: neither reused nor replaced without --overwrite."""
+    return [f"{p} was made by an earlier run with another model, threshold, input size or precision; pass "
+            "--overwrite to make it again with these, or give another --out"
+            for image in images for p in output_paths(out_dir, image).values()
+            if p.exists() and is_output_of(p, image) and png_text_value(p, SETTINGS_KEY) != settings]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,18 +106,38 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         print("pal detect: nothing was written:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
-    if args.out is not None:
-        remove_stale_temporaries(args.out)  # left by a run that was killed while writing
     detector = load_detector_from_args(args)
     if detector is None:
         return 2
+    if args.out is None:
+        return detect_all(args, images, detector, settings_digest(detector, args.threshold))
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        # held for the whole run: a second run into this folder would take our files for its own
+        with exclusive_lock(args.out / LOCK_NAME, f"{args.out} is being written by another pal detect run; wait "
+                                                  "for it to finish, or give this run another --out"):
+            settings = settings_digest(detector, args.threshold)
+            if not args.overwrite and (conflicts := settings_conflicts(args.out, images, settings)):
+                print("pal detect: nothing was written:\n  " + "\n  ".join(conflicts[:10]), file=sys.stderr)
+                return 2
+            remove_stale_temporaries(args.out)  # left by a run that was killed while writing
+            return detect_all(args, images, detector, settings)
+    except BusyError as error:
+        print(f"pal detect: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"pal detect: stopped: {describe_os_error(error)}", file=sys.stderr)
+        return 1
+
+
+def detect_all(args: argparse.Namespace, images: list[Path], detector, settings: str) -> int:
 
     console = Console("detect", len(images), args.quiet)
     tally = DetectTally(args.threshold, detector.name)
     rows: list[SheetRow] = []
     write_failures = 0
     for path in images:
-        done = {} if args.out is None or args.overwrite else done_outputs(args.out, path)
+        done = {} if args.out is None or args.overwrite else done_outputs(args.out, path, settings)
         if len(done) == len(OUTPUT_KINDS):  # resume: an earlier run finished this image
             print(json.dumps({"image": str(path), "skipped": "its outputs are already there",
                               "outputs": {kind: str(p) for kind, p in done.items()}}), flush=True)
@@ -110,7 +154,13 @@ def run(args: argparse.Namespace) -> int:
             console.image_done()
             continue
         try:
-            record, prob, mask = detect_one(detector, path, image, args, done)
+            record, prob, mask = detect_one(detector, path, image, args, done, settings)
+        except ValueError as error:  # non-finite pixels or probabilities: an error, never PAR 0
+            tally.add_failure()
+            console.error(f"{path}: {error}")
+            print(json.dumps({"image": str(path), "error": str(error)}), flush=True)
+            console.image_done()
+            continue
         except OSError as error:
             console.error(f"could not write the outputs of {path} ({describe_os_error(error)})")
             if console.stopped_by(error):
@@ -129,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     for line in tally.summary(str(args.out) if args.out is not None else None):
         console.line(f"pal detect: {line}")
     if tally.failed:
-        console.error(f"{tally.failed} of {tally.images} images could not be read")
+        console.error(f"{tally.failed} of {tally.images} images could not be read or scored")
     if write_failures:
         console.error(f"the outputs of {write_failures} images could not be written")
     if args.sheet is not None and rows:
@@ -138,9 +188,12 @@ def run(args: argparse.Namespace) -> int:
     return 1 if tally.failed or write_failures else 0
 
 
-def detect_one(detector, path: Path, image, args: argparse.Namespace, done: dict[str, Path]):
+def detect_one(detector, path: Path, image, args: argparse.Namespace, done: dict[str, Path], settings: str = ""):
     """Detects one image and writes the outputs it does not have yet: (JSON record, probability, mask)."""
     prob = detector.predict([image], threshold=args.threshold)[0]
+    if not bool(prob.isfinite().all()):  # the detector does not run on non-finite pixels (see predict)
+        raise ValueError("the image has NaN or infinite pixels (a damaged or float image file), so it cannot be "
+                         "scored; re-export it as an 8- or 16-bit PNG")
     mask = binarize(prob, args.threshold)
     record = {
         "image": str(path),
@@ -157,6 +210,7 @@ def detect_one(detector, path: Path, image, args: argparse.Namespace, done: dict
                     "overlay": lambda: overlay(image, mask.float())}
         for kind, picture in pictures.items():
             if kind not in done:
-                write_png(paths[kind], picture(), overwrite=args.overwrite, text=made_from_text(path))
+                write_png(paths[kind], picture(), overwrite=args.overwrite,
+                          text={**made_from_text(path), SETTINGS_KEY: settings})
         record["outputs"] = {kind: str(p) for kind, p in paths.items()}
     return record, prob, mask

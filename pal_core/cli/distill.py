@@ -13,6 +13,7 @@ from ..detect.preprocess import Preprocess
 from ..hub.checkpoint import CheckpointError, DetectorCheckpoint
 from ..hub.loading import DEFAULT_MODEL, MODEL_INPUT_SIZE, ModelNotFoundError, load_detector, read_checkpoint
 from ..models.lite_fpn import LiteFPN, PretrainedWeightsError, load_imagenet_encoder
+from ..outputs import check_output_file
 from ..train.distillation import (DistillationError, DistillSettings, agreement_table, default_cache_dir, distill,
                                   distill_recipe)
 from ..train.segmentation_data import DatasetLayoutError
@@ -73,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     report_path = Path(args.report) if args.report else out.with_name(out.stem + ".agreement.json")
     if report_path.exists() and not args.overwrite:
         return _fail(f"{report_path} already exists; choose another --report or pass --overwrite")
+    if (problem := check_output_file(report_path, "--report")) is not None:  # before the teacher pass and training
+        return _fail(problem)
     options = recipe_options(args)
     if options["lr"] is None:  # not given: the student's own (see distill_recipe)
         del options["lr"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,11 @@ import numpy as np
 from .. import atomic
 from ..atomic import remove_stale_temporaries
 from ..hub.download import DownloadError
+from ..hub.fingerprint import file_sha256, model_sha256
 from ..hub.loading import load_detector
 from ..imageio import ImageReadError, list_images, read_image, to_uint8, write_png
-from ..outputs import (check_output_folder, describe_os_error, is_output_of, made_from_text,
+from ..locks import BusyError, exclusive_lock
+from ..outputs import (MADE_FROM_KEY, check_output_folder, describe_os_error, is_output_of, made_from_text,
                        outputs_that_are_inputs)
 from ..refinement.crops import DEFAULT_MIN_SIDE, DEFAULT_RESOLUTION, DEFAULT_ZOOM
 from ..refinement.inpainters import DEFAULT, FALLBACK, SPECS, available_weight_free, default_weight_free, make_inpainter
@@ -89,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
         problems.append(problem)
     if problems:
         return _fail("nothing was written:\n  " + "\n  ".join(problems))
-    remove_stale_temporaries(args.out)  # left by a run that was killed while writing
     try:
         options = _options(args)
         detector = load_detector(args.model, device=args.device, dtype=args.dtype, input_size=args.input_size,
@@ -100,7 +102,24 @@ def run(args: argparse.Namespace) -> int:
                                    **_inpainter_settings(args))
     except (OSError, ValueError, DownloadError) as error:  # missing or unfit model files, bad settings
         return _fail(str(error))
+    settings = result_settings(args, options, detector, inpainter)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        # held for the whole run: a second run into this folder would take our files for its own and replace them
+        with exclusive_lock(args.out / LOCK_NAME, f"{args.out} is being written by another pal fix run; wait for "
+                                                  "it to finish, or give this run another --out"):
+            if not args.overwrite and (conflicts := _settings_conflicts(targets, settings)):
+                return _fail("nothing was written:\n  " + "\n  ".join(conflicts))
+            remove_stale_temporaries(args.out)  # left by a run that was killed while writing
+            return _fix_all(args, paths, targets, options, detector, inpainter, settings)
+    except BusyError as error:
+        return _fail(str(error))
+    except OSError as error:
+        return _fail(f"stopped: {describe_os_error(error)}")
 
+
+def _fix_all(args: argparse.Namespace, paths: list[Path], targets: dict[Path, Path], options: RefineOptions,
+             detector, inpainter, settings: dict) -> int:
     console = Console("fix", len(paths), args.quiet, steps="step")
     if args.inpainter == "opencv" and default_weight_free() != DEFAULT:
         console.line(f"pal fix: this OpenCV lacks the contrib modules, so the inpainter is {FALLBACK}, not {DEFAULT} "
@@ -109,13 +128,13 @@ def run(args: argparse.Namespace) -> int:
                      detector.name)
     rows: list[SheetRow] = []
     for path in paths:
-        if not args.overwrite and _finished(path, targets[path]):  # resume: an earlier run fixed it
+        if not args.overwrite and _finished(path, targets[path], settings):  # resume: an earlier run fixed it
             tally.already_done += 1
             console.line(f"{path.name}: already fixed in {args.out}, skipped")
             console.image_done()
             continue
         try:
-            report, row = _fix_one(path, targets[path], detector, inpainter, options, args, console,
+            report, row = _fix_one(path, targets[path], detector, inpainter, options, args, console, settings,
                                    want_row=args.sheet is not None and len(rows) < SHEET_MAX_ROWS)
         except OSError as error:
             tally.add_failure()
@@ -160,23 +179,84 @@ def _output_problems(targets: dict[Path, Path], out: Path, overwrite: bool) -> l
 def _made_by_us(output: Path, source: Path) -> bool:
     if output.suffix == ".png":
         return is_output_of(output, source)
+    report = _read_report(output)
+    if report is None:
+        return False
     try:
-        report = json.loads(output.read_text(encoding="utf-8"))
-        return (Path(report["input"]).resolve() == source.resolve()
-                and Path(report["output"]) == output.with_suffix(".png"))
+        # the report lives beside its image: compare names (a run given the folder as a relative path and
+        # one given it as an absolute path write the same files); the input by its digest, else its path
+        same_input = (report["made_from"] == made_from_text(source)[MADE_FROM_KEY] if "made_from" in report
+                      else Path(report["input"]).resolve() == source.resolve())
+        return same_input and Path(report["output"]).name == output.with_suffix(".png").name
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
-def _finished(path: Path, target: Path) -> bool:
-    """Both outputs are there and ours: the report is written last, so the image is done."""
-    report = target.with_suffix(".json")
-    return target.exists() and report.exists() and _made_by_us(target, path) and _made_by_us(report, path)
+def _read_report(path: Path) -> dict | None:
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def _finished(path: Path, target: Path, settings: dict) -> bool:
+    """Both outputs are there and ours (the report is written last, so the image is done), made from this
+    input as it is now, with this model file and these settings: only then is the result reused."""
+    report_path = target.with_suffix(".json")
+    if not (target.exists() and report_path.exists() and _made_by_us(target, path) and _made_by_us(report_path, path)):
+        return False
+    report = _read_report(report_path) or {}
+    return report.get("settings") == settings and report.get("input_sha256") == _input_sha256(path)
+
+
+def _settings_conflicts(targets: dict[Path, Path], settings: dict) -> list[str]:
+    """Finished results of ours that were made with other settings or another model: not reused, and not
+    replaced without --overwrite (they are a run's results the user may want to keep)."""
+    problems = []
+    for path, target in targets.items():
+        report_path = target.with_suffix(".json")
+        if not (report_path.exists() and _made_by_us(report_path, path)):
+            continue
+        recorded = (_read_report(report_path) or {}).get("settings")
+        if recorded == settings:
+            continue
+        if not isinstance(recorded, dict):
+            changed = "settings an earlier pal version did not record"
+        else:
+            changed = ", ".join(f"{key} {_shown(recorded.get(key))} -> {_shown(settings.get(key))}"
+                                for key in settings if recorded.get(key) != settings.get(key))
+        problems.append(f"{target} was fixed by an earlier run with other settings ({changed}); pass --overwrite "
+                        "to fix it again with these, or give another --out")
+    return problems
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def result_settings(args: argparse.Namespace, options: RefineOptions, detector, inpainter) -> dict:
+    """Everything that shapes a fixed image besides the input: recorded in its report, compared on resume."""
+    return json.loads(json.dumps({  # as a report read back holds them (tuples become lists)
+        "model": getattr(detector, "name", None), "model_sha256": model_sha256(detector),
+        "precision": getattr(detector, "precision", None), "input_size": getattr(detector, "input_size", None),
+        "inpainter": inpainter.name, "prompt": args.prompt, "negative_prompt": args.negative_prompt,
+        "steps": args.steps, "guidance": args.guidance, "strength": args.strength, "seed": args.seed,
+        "diffusers_config": args.diffusers_config, **asdict(options)}))
+
+
+def _input_sha256(path: Path) -> str | None:
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
 
 
 def _fix_one(path: Path, target: Path, detector, inpainter, options: RefineOptions, args: argparse.Namespace,
-             console: Console, want_row: bool) -> tuple[dict, SheetRow | None]:
+             console: Console, settings: dict, want_row: bool) -> tuple[dict, SheetRow | None]:
     report_path = target.with_suffix(".json")
+    input_sha256 = _input_sha256(path)  # before reading: a file changed meanwhile is not taken for this one
     image, alpha = read_image(path, with_alpha=True)
     result = refine(image.unsqueeze(0), detector, inpainter, options, prompts=args.prompt, seed=args.seed,
                     progress=console.step_progress)
@@ -191,6 +271,7 @@ def _fix_one(path: Path, target: Path, detector, inpainter, options: RefineOptio
         "detector": getattr(getattr(detector, "info", None), "source", None), "inpainter": inpainter.name,
         "prompt": args.prompt, "seed": args.seed, "threshold": options.threshold,
         **result.report()[0],
+        "made_from": made_from_text(path)[MADE_FROM_KEY], "input_sha256": input_sha256, "settings": settings,
     }
     write_json(report_path, report, overwrite=args.overwrite or report_path.exists() and _made_by_us(report_path, path))
     row = None
@@ -232,6 +313,9 @@ def _inpainter_settings(args: argparse.Namespace) -> dict:
         return {}
     return {"negative_prompt": args.negative_prompt, "steps": args.steps, "guidance": args.guidance,
             "strength": args.strength, "config": args.diffusers_config}
+
+
+LOCK_NAME = ".pal-fix.lock"  # in --out, held by the run writing there
 
 
 def _fail(message: str) -> int:

@@ -10,6 +10,8 @@ from pathlib import Path
 from ..hub import catalogue, model_store
 from ..hub.download import received_bytes
 from ..hub.model_store import locate_model
+from ..outputs import describe_os_error
+from .console import terminal_text
 from .download import say_where_it_loads_from
 
 
@@ -53,10 +55,22 @@ def _installed_rows() -> list[dict]:
     known = {row["path"] for row in rows}
     for folder in model_store.model_folders():
         for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
-            if str(path) not in known and not path.name.startswith("."):
-                rows.append({"name": path.stem, "status": "installed", "path": str(path),
-                             "bytes": path.stat().st_size, "purpose": "installed with `pal models add`", "link": None})
+            if str(path) in known or path.name.startswith("."):
+                continue
+            if not path.is_file():  # a dangling link, a folder, a FIFO (reading it would wait forever)
+                rows.append({"name": path.stem, "status": "not a file", "path": str(path), "bytes": None,
+                             "purpose": f"{_what_it_is(path)} named like a model, not a model: remove it or "
+                                        "install a model with `pal models add`", "link": None})
+                continue
+            rows.append({"name": path.stem, "status": "installed", "path": str(path),
+                         "bytes": path.stat().st_size, "purpose": "installed with `pal models add`", "link": None})
     return rows
+
+
+def _what_it_is(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        return "a link to a missing file"
+    return "a folder" if path.is_dir() else "a special file (not a regular file)"
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -64,6 +78,9 @@ def run_list(args: argparse.Namespace) -> int:
         rows = _installed_rows()
     except ValueError as error:  # a bad $PAL_CATALOGUE
         print(f"pal models: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a models folder that cannot be read
+        print(f"pal models: cannot read the models folders ({describe_os_error(error)})", file=sys.stderr)
         return 2
     failed = 0
     for row in rows:
@@ -89,8 +106,9 @@ def _print_table(rows: list[dict]) -> None:
         where = row["path"] or f"get it: pal download {row['name']}"
         if row.get("received_bytes"):
             where += f" (resumes: {_size(row['received_bytes'])} received)"
-        print(f"{row['name']:<{width}}  {row['status']:<13}  {size:>9}  {where}")
-        print(f"{'':<{width}}  {row['purpose']}")
+        # file names in a models folder are anyone's text: shown with control characters escaped
+        print(terminal_text(f"{row['name']:<{width}}  {row['status']:<13}  {size:>9}  {where}", newline=None))
+        print(terminal_text(f"{'':<{width}}  {row['purpose']}", newline=None))
         if "verify" in row:
             print(f"{'':<{width}}  verify: {'ok' if row['verified'] else 'FAILED'}: {row['verify']}")
     print(f"models folder: {model_store.install_folder()}")

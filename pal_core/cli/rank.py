@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with record_lock(records_path):  # held until the sorted file is in place and the selection made
             return rank_and_export(args, records_path)
-    except ScoreFileError as error:
+    except ValueError as error:  # ScoreFileError, or a detector that gave NaN probabilities (NonFiniteOutputError)
         return fail(str(error))
     except OSError as error:
         print(f"pal rank: could not write the results ({describe_os_error(error)}); the scores so far are in "

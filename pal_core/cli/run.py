@@ -13,6 +13,7 @@ from ..workflow import NodeExecutionError, WorkflowError, WorkflowValidationErro
 from ..workflow.engines import COMFYUI_ENV, ENGINES
 from ..workflow.errors import HostNodeError
 from ..workflow.examples import examples_listing, find_example, shipped_examples
+from .console import terminal_text
 
 
 def register(subparsers) -> None:
@@ -61,8 +62,17 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+# A workflow is untrusted text: its node ids, class names and prefixes reach these lines, so every control
+# character in them is shown escaped, and a line break inside a value cannot start a line of its own.
+CONTINUED = "\n    "  # a line break inside a message: indented, so it never looks like a line of pal's
+
+
 def _progress(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    print(terminal_text(line, newline=None), file=sys.stderr, flush=True)
+
+
+def _say(message: str) -> None:
+    print(f"pal run: {terminal_text(message, newline=CONTINUED)}", file=sys.stderr)
 
 
 def _report_failure(args, error: WorkflowError, status: str) -> None:
@@ -71,7 +81,10 @@ def _report_failure(args, error: WorkflowError, status: str) -> None:
             print(error.cause.traceback_text, file=sys.stderr, end="")
         else:
             traceback.print_exception(error.cause, file=sys.stderr)
-    print(f"pal run: {error}", file=sys.stderr)
+    message = terminal_text(error.summary, newline=CONTINUED)
+    if error.problems:
+        message += ":\n  " + "\n  ".join(terminal_text(problem, newline=None) for problem in error.problems)
+    print(f"pal run: {message}", file=sys.stderr)
     if args.json:
         record = {"status": status, "error": error.summary, "problems": error.problems}
         if isinstance(error, WorkflowValidationError):
@@ -130,11 +143,13 @@ def run(args: argparse.Namespace) -> int:
     for option, folder in (("--output-dir", args.output_dir), ("--preview-dir", args.preview_dir)):
         problem = check_output_folder(folder, option) if folder is not None else None
         if problem:
-            print(f"pal run: {problem}; nothing was run", file=sys.stderr)
+            _say(f"{problem}; nothing was run")
             return 2
     missing = _resolve_example(args)
     if missing:
-        print(f"pal run: {missing}", file=sys.stderr)
+        first, _, listing = missing.partition("\n")
+        _say(first)  # the name given is anyone's text; the listing below is our examples' names
+        print(listing, file=sys.stderr)
         if args.json:
             print(json.dumps({"status": "invalid", "error": missing.splitlines()[0], "problems": [],
                               "examples": list(shipped_examples())}, indent=2))
@@ -152,14 +167,14 @@ def run(args: argparse.Namespace) -> int:
         _report_failure(args, error, "invalid")
         return 2
     for warning in result.warnings:
-        print(f"pal run: warning: {warning}", file=sys.stderr)
+        _say(f"warning: {warning}")
     summary = result.summary()
     summary["workflow"] = str(args.workflow)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         for path in result.files:
-            print(f"wrote {path}")
+            print(f"wrote {terminal_text(path, newline=None)}")
         print(f"{len(result.nodes)} nodes ran in {result.seconds:.2f} s on the {result.engine} engine; "
               f"{len(result.files)} file(s) written")
     return 0

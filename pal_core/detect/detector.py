@@ -258,6 +258,7 @@ class Detector:
                 probs = run_within_memory(partial(self._forward, threshold=threshold),
                                           partial(self._forward_tiled, threshold=threshold), batch, self.device)
                 for i, prob in zip(indices, probs):
+                    check_finite_output(prob, i, self.info.name, self.precision)
                     results[i] = prob.to(frames[i].device)
                 done += len(indices)
                 if progress is not None:
@@ -355,6 +356,20 @@ class Detector:
             else:
                 maps.append(artifact_probability(item.unsqueeze(0).float(), size)[0])
         return maps
+
+
+class NonFiniteOutputError(ValueError):
+    """The network gave NaN or infinite probabilities for a finite image: its weights or precision are broken."""
+
+
+def check_finite_output(probability: torch.Tensor, index: int, model: str, precision: str) -> None:
+    """Raises when a map computed from a finite image is not finite: NaN is below every threshold, so
+    such a map would pass for a clean image (PAR 0) instead of a broken model."""
+    if not bool(torch.isfinite(probability).all()):
+        advice = "run at --precision fp32" if precision != "fp32" else "check or replace the model file"
+        raise NonFiniteOutputError(
+            f"the detector {model} gave NaN or infinite probabilities for image {index} at {precision} (its "
+            f"weights or its precision are broken, so no score was made); {advice}")
 
 
 def artifact_probability(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

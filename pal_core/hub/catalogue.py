@@ -139,6 +139,9 @@ def _overrides() -> dict[str, dict]:
         return {}
     try:
         data = json.loads(Path(path).read_text())
+    except RecursionError:
+        raise ValueError(f"${CATALOGUE_ENV}={path}: nested too deeply to be a catalogue (expected {{model name: "
+                         "{field: value}}); fix the file or unset the variable") from None
     except (OSError, ValueError) as error:
         raise ValueError(f"${CATALOGUE_ENV}={path}: not a readable JSON file ({error})") from error
     allowed = {"url", "drive_id", "torchscript_url", "torchscript_drive_id", "architecture"}

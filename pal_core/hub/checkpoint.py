@@ -69,6 +69,8 @@ def save_detector_file(checkpoint: DetectorCheckpoint, path: str | os.PathLike, 
 
 def read_detector_file(path: str | os.PathLike) -> DetectorCheckpoint:
     """Reads a file written by `save_detector_file`, checking every key and shape against its config."""
+    from .validation import check_config, check_tensors, parse_metadata_json  # it imports this module
+
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -82,11 +84,16 @@ def read_detector_file(path: str | os.PathLike) -> DetectorCheckpoint:
         raise
     except Exception as error:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from error
+    check_tensors(tensors, str(path))
     try:
-        model = build_model(metadata["pal.architecture"], json.loads(metadata["pal.config"]))
-        preprocess = Preprocess.from_dict(json.loads(metadata["pal.preprocess"]))
-        extra = json.loads(metadata.get("pal.extra") or "{}")
-    except (KeyError, ValueError, TypeError) as error:
+        config = parse_metadata_json(metadata["pal.config"], "pal.config", str(path))
+        check_config(config, str(path))  # before building: the network allocates what the config asks for
+        model = build_model(metadata["pal.architecture"], config)
+        preprocess = Preprocess.from_dict(parse_metadata_json(metadata["pal.preprocess"], "pal.preprocess", str(path)))
+        extra = parse_metadata_json(metadata.get("pal.extra") or "{}", "pal.extra", str(path))
+    except CheckpointError:
+        raise
+    except (KeyError, ValueError, TypeError, RuntimeError) as error:  # RuntimeError: timm's unknown encoder
         raise CheckpointError(f"{path}: bad PAL metadata ({error})") from error
     try:
         result = model.load_state_dict(tensors, strict=False)

@@ -26,6 +26,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from .. import atomic
+from ..outputs import check_output_folder
 from . import catalogue, model_store
 
 RETRIES = 3  # reconnections within one run when the connection drops (each resumes where it stopped)
@@ -69,6 +70,8 @@ def download_model(name: str, folder: str | os.PathLike | None = None, *, overwr
     target = folder / entry.file_name
     if target.is_file() and not overwrite:
         return target
+    if (problem := check_output_folder(folder, "the models folder")) is not None:  # before any byte is fetched
+        raise DownloadError(f"{problem}; choose another folder with --dir")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:

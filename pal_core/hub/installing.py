@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Callable
 
 from ..atomic import atomic_path
+from ..outputs import check_output_folder, describe_os_error
 from . import catalogue, model_store
 from .checkpoint import CheckpointError, DetectorCheckpoint, save_detector_file
 from .loading import read_checkpoint
+
+
+MAX_NAME_LENGTH = 100  # a file name is at most 255 bytes; the staging name adds a pid and suffixes
 
 
 class InstallError(ValueError):
@@ -54,7 +58,12 @@ def install_file(source: str | os.PathLike, name: str, folder: str | os.PathLike
         raise InstallError(f"{name} is shipped with the pack; install a file under another name")
     if not name or any(c in name for c in '/\\:') or name.startswith("."):
         raise InstallError(f"'{name}' cannot be a model name (no slashes, colons or leading dot)")
+    if len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise InstallError(f"a model name must be at most {MAX_NAME_LENGTH} printable characters, not "
+                           f"{len(name)} ({name[:20]!r}...); choose a shorter --name")
     folder = Path(folder) if folder is not None else model_store.install_folder()
+    if (problem := check_output_folder(folder, "the models folder")) is not None:
+        raise InstallError(f"{problem}; choose another folder with --dir")
     target = folder / f"{name}.safetensors"
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} is already installed; pass --overwrite to replace it")
@@ -82,6 +91,9 @@ def install_file(source: str | os.PathLike, name: str, folder: str | os.PathLike
     except Exception as error:  # safetensors reports a full disk as its own SafetensorError, not OSError
         if is_disk_full(error):
             raise InstallError(_disk_full_message(folder, needed)) from error
+        if isinstance(error, OSError):
+            raise InstallError(f"could not install into {folder} ({describe_os_error(error)}); choose another "
+                               "folder with --dir") from error
         raise
     finally:
         staging.unlink(missing_ok=True)

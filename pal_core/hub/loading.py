@@ -40,6 +40,7 @@ from .checkpoint import CheckpointError, DetectorCheckpoint, read_detector_file
 from .resources import WEIGHTS_ENV, weights_dirs  # noqa: F401  (WEIGHTS_ENV: part of this module's API)
 from .torch_pickle import PickleReadError, read_torch_checkpoint
 from .torchscript import TorchScriptReadError, read_torchscript_weights
+from .validation import check_checkpoint, check_tensors
 
 DEFAULT_MODEL = "pal_lite"
 TORCHSCRIPT_INPUT_SIZE = 512  # the official export has a static 512x512 input
@@ -187,6 +188,8 @@ def _read_mmseg(path: Path) -> DetectorCheckpoint:
         state_dict, meta = loaded, None
     else:
         raise CheckpointError(f"{path}: holds a {type(loaded).__name__}, expected a dict with 'state_dict'")
+    if isinstance(state_dict, dict):
+        check_tensors(state_dict, str(path))  # a string or an integer table among the weights is no model
     if not isinstance(state_dict, dict) or not is_mmseg_swin_upernet(state_dict):
         raise CheckpointError(
             f"{path}: a torch checkpoint, but not an mmsegmentation Swin + UPerHead model (expected keys "
@@ -217,6 +220,7 @@ def _read_torchscript_weights(path: Path) -> DetectorCheckpoint:
         raise CheckpointError(f"{path}: its weights are not named like an mmsegmentation Swin + UPerHead "
                               f"model (no '{anchor}')")
     prefix = prefixes[0]  # the shortest: the model itself, not a copy nested inside it
+    check_tensors({k: v for k, v in tensors.items() if k.startswith(prefix)}, str(path))
     state_dict = {key[len(prefix):]: value.float() for key, value in tensors.items()
                   if key.startswith(prefix) and key[len(prefix):].startswith(_MMSEG_PARTS)}
     if not is_mmseg_swin_upernet(state_dict):
@@ -225,11 +229,17 @@ def _read_torchscript_weights(path: Path) -> DetectorCheckpoint:
     return DetectorCheckpoint(model, path.stem, Preprocess(), source=f"weights of TorchScript {path.name}")
 
 
-def _refuse_program(path: Path, reason: CheckpointError) -> CheckpointError:
+def _refuse_program(path: Path, reason: CheckpointError, can_run: bool = True) -> CheckpointError:
+    """Why a TorchScript file whose weights are not readable as data was not loaded. `can_run` False: the
+    caller needs weights (convert, install, a distillation student), so running it is no way out."""
+    use_weights = ("Use the mmsegmentation .pth checkpoint of the same model (or a .safetensors made from it "
+                   "by `pal convert`)")
+    if not can_run:
+        return CheckpointError(f"{reason}. {path.name} is a program (a TorchScript file) whose weights could not "
+                               f"be read as data, so there is nothing to convert or install. {use_weights}")
     return CheckpointError(
         f"{reason}. {path.name} is a TorchScript file, which is a program: loading it runs code from the "
-        "file, and that code can read and write your files, so it was not loaded. Use the mmsegmentation "
-        ".pth checkpoint of the same model (or a .safetensors made from it by `pal convert`); or, only if "
+        f"file, and that code can read and write your files, so it was not loaded. {use_weights}; or, only if "
         "you trust whoever made this file, pass --allow-torchscript (trust_code=True in Python, "
         "allow_torchscript in the Load Artifact Detector node) to run it")
 
@@ -322,12 +332,14 @@ def read_checkpoint(source: str | os.PathLike | None) -> DetectorCheckpoint:
     try:
         return _read_weights(path, kind)
     except CheckpointError as error:
-        raise (_refuse_program(path, error) if kind == "torchscript" else error) from error
+        raise (_refuse_program(path, error, can_run=False) if kind == "torchscript" else error) from error
 
 
 def _read_weights(path: Path, kind: str) -> DetectorCheckpoint:
     readers = {"safetensors": read_detector_file, "torchscript": _read_torchscript_weights, "torch": _read_mmseg}
-    return readers[kind](path)
+    checkpoint = readers[kind](path)
+    check_checkpoint(checkpoint.model, checkpoint.preprocess, str(path))  # finite weights, sane preprocessing
+    return checkpoint
 
 
 def _load_uncached(path: Path, device: torch.device, trust_code: bool) -> tuple:

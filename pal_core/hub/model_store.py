@@ -126,6 +126,8 @@ class Verification:
 
 def verify(model: Path) -> Verification:
     """Re-hashes an installed file and compares it with the recorded checksum."""
+    if not model.is_file():  # a folder or a FIFO named like a model: hashing it would fail or wait forever
+        return Verification(model, False, "not a regular file; remove it and reinstall the model")
     expected = recorded_checksum(model)
     if expected is None:
         return Verification(model, False, f"no checksum recorded ({checksum_path(model).name} missing or "

@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from ..detect.masks import DEFAULT_THRESHOLD, check_threshold
+from ..hub.fingerprint import model_sha256
 from ..imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 from .scores import ExistingScores, RecordWriter, ScoreFileError, path_hash, read_existing
 from .selection import NOT_FINITE
@@ -193,14 +194,24 @@ class RankSummary:
 
 def detector_settings(detector, threshold: float) -> tuple:
     """The settings tuple a record of this detector would carry (see scores.record_settings)."""
-    return detector.name, threshold, getattr(detector, "input_size", None)
+    return detector.name, threshold, getattr(detector, "input_size", None), model_sha256(detector)
+
+
+def _same_settings(recorded: tuple, settings: tuple) -> bool:
+    """Equal settings; a record of an earlier release carries no model hash, and is judged without it."""
+    return recorded[:3] == settings[:3] and (recorded[3] is None or recorded[3] == settings[3])
 
 
 def check_resumable(existing: ExistingScores, settings: tuple, records_path: Path) -> None:
     """A record made with another model or threshold cannot be continued: the scores would not compare."""
-    others = existing.settings - {settings}
+    others = [recorded for recorded in existing.settings if not _same_settings(recorded, settings)]
     if others:
-        model, threshold, size = sorted(others, key=repr)[0]
+        model, threshold, size, sha = sorted(others, key=repr)[0]
+        if (model, threshold, size) == settings[:3]:
+            raise ScoreFileError(
+                f"{records_path} holds scores from another file of model {model!r} (sha256 {str(sha)[:12]}..., this "
+                f"run's is {str(settings[3])[:12]}...): the model file changed since, and scores of two models do "
+                "not compare. Use another --out, or delete the old record to score everything again")
         raise ScoreFileError(
             f"{records_path} holds scores from model {model!r} (threshold {threshold}, input size {size}), "
             f"but this run uses model {settings[0]!r} (threshold {settings[1]}, input size {settings[2]}); "
@@ -289,8 +300,10 @@ def batches_by_size(decoded: Iterable[Decoded], batch_size: int, same_size: bool
 
 def score_batch(detector, batch: list[Decoded], threshold: float) -> list[dict]:
     """The records of one batch: PAR and size for decoded images, the error for the others."""
-    model, _, input_size = detector_settings(detector, threshold)
+    model, _, input_size, sha = detector_settings(detector, threshold)
     common = {"model": model, "threshold": threshold, "input_size": input_size}
+    if sha is not None:
+        common["model_sha256"] = sha
     readable = [item for item in batch if item.image is not None]
     pars = detector.par([item.image for item in readable], threshold).tolist() if readable else []
     par_of = {id(item): par for item, par in zip(readable, pars)}

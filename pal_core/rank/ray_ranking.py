@@ -69,7 +69,8 @@ def records_to_columns(records: list[dict]) -> dict[str, np.ndarray]:
     return {"image": column("image", "", object), "par": column("par", math.nan, np.float64),
             "width": column("width", 0, np.int64), "height": column("height", 0, np.int64),
             "model": column("model", "", object), "threshold": column("threshold", math.nan, np.float64),
-            "input_size": column("input_size", 0, np.int64), "error": column("error", "", object)}
+            "input_size": column("input_size", 0, np.int64), "error": column("error", "", object),
+            "model_sha256": column("model_sha256", "", object)}
 
 
 def columns_to_records(batch: dict[str, np.ndarray]) -> list[dict]:
@@ -78,6 +79,8 @@ def columns_to_records(batch: dict[str, np.ndarray]) -> list[dict]:
     for i in range(len(batch["image"])):
         common = {"model": str(batch["model"][i]), "threshold": float(batch["threshold"][i]),
                   "input_size": int(batch["input_size"][i]) or None}
+        if "model_sha256" in batch and batch["model_sha256"][i]:
+            common["model_sha256"] = str(batch["model_sha256"][i])
         if batch["error"][i]:
             records.append({"image": str(batch["image"][i]), "error": str(batch["error"][i]), **common})
         else:

@@ -28,6 +28,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..atomic import atomic_path
+from ..locks import lock_handle
 
 EXPORT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 EXPORT_COLUMNS = ("rank", "image", "par", "width", "height", "model", "threshold", "input_size", "error")
@@ -134,15 +135,8 @@ class RecordWriter:
 
 def _lock_exclusively(file, path: Path) -> None:
     """Two runs appending to one record would interleave their lines: the second one is refused."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; one run per record file is up to the user
-        return
-    try:
-        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise ScoreFileError(f"{path} is being written by another pal rank run; wait for it to finish, "
-                             "or give this run another --out (or another --shard and --out)") from None
+    lock_handle(file, ScoreFileError(f"{path} is being written by another pal rank run; wait for it to finish, "
+                                     "or give this run another --out (or another --shard and --out)"))
 
 
 def foreign_lines(path: str | os.PathLike, most: int = 3) -> tuple[int, list[str]]:
@@ -160,7 +154,7 @@ def foreign_lines(path: str | os.PathLike, most: int = 3) -> tuple[int, list[str
                 count += 1
                 if len(shown) < most:
                     text = line.decode("utf-8", "replace").strip()
-                    shown.append(f"line {number}: {text[:80]}{'...' if len(text) > 80 else ''}")
+                    shown.append(f"line {number}: {text[:80]}{'...' if len(text) > 80 else ''}{_why_not_a_record(line)}")
     return count, shown
 
 
@@ -218,15 +212,32 @@ def _parse_line(line: bytes) -> dict | None:
         return None
     if not isinstance(record, dict) or not isinstance(record.get("image"), str):
         return None
-    par = record.get("par")
-    if not (isinstance(record.get("error"), str) or (isinstance(par, (int, float)) and not isinstance(par, bool))):
+    if not (isinstance(record.get("error"), str) or is_valid_par(record.get("par"))):
         return None
     return record
 
 
+def is_valid_par(par: object) -> bool:
+    """A PAR is a share of pixels: a number from 0 to 1 (JSON allows NaN, Infinity and anything else)."""
+    return isinstance(par, (int, float)) and not isinstance(par, bool) and 0.0 <= par <= 1.0
+
+
+def _why_not_a_record(line: bytes) -> str:
+    """Why a line that looks like a score record is not one (a PAR out of range), else ''."""
+    try:
+        record = json.loads(line)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return ""
+    if isinstance(record, dict) and isinstance(record.get("image"), str) and "par" in record:
+        return f" (PAR {str(record['par'])[:20]} is not a share from 0 to 1)"
+    return ""
+
+
 def record_settings(record: dict) -> tuple:
-    """What a score depends on besides the image: a resumed run must use the same."""
-    return record.get("model"), record.get("threshold"), record.get("input_size")
+    """What a score depends on besides the image: a resumed run must use the same (the model file's hash
+    is None in records of earlier releases)."""
+    sha = record.get("model_sha256")
+    return record.get("model"), record.get("threshold"), record.get("input_size"), sha if isinstance(sha, str) else None
 
 
 @dataclass

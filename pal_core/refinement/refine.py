@@ -150,6 +150,7 @@ def refine(images: torch.Tensor, detector: ArtifactDetector, inpainter: Inpainte
     """
     if images.dim() != 4 or images.shape[-1] != 3:
         raise ValueError(f"images have shape {tuple(images.shape)}; expected [B, H, W, 3]")
+    check_finite_images(images)
     image_prompts = _per_image(prompts, images.shape[0])
     work = WorkCounter(progress, images.shape[0])
 
@@ -198,6 +199,18 @@ class WorkCounter:
     def _report(self) -> None:
         if self.callback is not None:
             self.callback(self.done, self.total)
+
+
+def check_finite_images(images: torch.Tensor) -> None:
+    """Refuses images with NaN or infinite pixels: the detector cannot run on them (its map is NaN, below
+    every threshold), so they would be reported as having no artifact region instead of as broken."""
+    finite = torch.isfinite(images.flatten(1)).all(dim=1)
+    if not bool(finite.all()):
+        broken = [i for i, ok in enumerate(finite.tolist()) if not ok]
+        which = "the image has" if len(finite) == 1 else f"image {', '.join(map(str, broken))} of the batch has"
+        raise ValueError(f"{which} NaN or infinite pixels, so nothing "
+                         "was detected or repainted; such pixels come from a broken decode (e.g. an fp16 VAE: "
+                         "decode in fp32 or use a fixed VAE) or a damaged float image file")
 
 
 def inpaint_each(inpainter: Inpainter, crops: torch.Tensor, masks: torch.Tensor, prompts: list[str],

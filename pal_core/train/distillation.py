@@ -43,12 +43,14 @@ from ..detect.masks import DEFAULT_THRESHOLD, check_threshold
 from ..hub.checkpoint import DetectorCheckpoint, read_detector_file, save_detector_file
 from ..hub.loading import DEFAULT_MODEL, load_detector, read_checkpoint
 from ..imageio import ImageReadError, list_images, read_image, write_png
+from ..outputs import check_output_file, check_output_folder
 from .evaluation import PixelCounts
 from .segmentation_data import Sample, list_samples, read_label
 from .training import (Recipe, RunResult, TrainingTask, Validation, check_run_folder, soft_dice_loss, spread,
                        train)
 
 DEFAULT_MAP_SIZE = 256
+MIN_MAP_SIZE, MAX_MAP_SIZE = 16, 2048  # 2048: 4 MB per map in memory, far above any use (the student trains at 512)
 CACHE_ENV = "PAL_CACHE_DIR"
 CACHE_FORMAT = 1
 TEACHER_TASK, SYNTHETIC_TASK = "teacher", "synthetic"  # targets: a teacher map; a hard label
@@ -98,12 +100,19 @@ class DistillSettings:
             problems.append(f"the held-out share must be between 0 and 1, not {self.held_out_share}")
         if not 0 < self.synthetic_share < 1:
             problems.append(f"the synthetic share must be between 0 and 1, not {self.synthetic_share}")
-        if self.map_size < 16:
-            problems.append(f"the teacher map size must be at least 16 pixels, not {self.map_size}")
+        if (problem := map_size_problem(self.map_size)) is not None:
+            problems.append(problem)
         if self.speed_images < 1:
             problems.append(f"at least one image is needed to time the models, not {self.speed_images}")
         if problems:
             raise DistillationError("; ".join(problems))
+
+
+def map_size_problem(map_size: int) -> str | None:
+    """Why a teacher-map size cannot be used, or None (a huge one would take the memory and disk of all maps)."""
+    if isinstance(map_size, bool) or not isinstance(map_size, int) or not MIN_MAP_SIZE <= map_size <= MAX_MAP_SIZE:
+        return f"the teacher map size must be from {MIN_MAP_SIZE} to {MAX_MAP_SIZE} pixels, not {map_size}"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,8 +223,8 @@ class TeacherCache:
     """One teacher's probability maps for image contents, as 8-bit PNGs under `root/<teacher key>/`."""
 
     def __init__(self, root: str | os.PathLike, teacher: Detector, map_size: int = DEFAULT_MAP_SIZE):
-        if map_size < 16:
-            raise DistillationError(f"the teacher map size must be at least 16 pixels, not {map_size}")
+        if (problem := map_size_problem(map_size)) is not None:
+            raise DistillationError(problem)
         self.teacher = teacher
         self.map_size = map_size
         self.identity = teacher_identity(teacher, map_size)
@@ -230,13 +239,22 @@ class TeacherCache:
         """The teacher's map of `image`: uint8 [map_size, map_size], probability x 255."""
         return read_map(self.path(image), self.map_size)
 
+    def has(self, image: UserImage) -> bool:
+        """Whether a usable map of `image` is stored: a truncated or damaged one (a killed run, a full disk,
+        another program) is computed again rather than failing the training later."""
+        try:
+            self.read(image)
+        except (OSError, DistillationError):
+            return False
+        return True
+
     def fill(self, images: Sequence[UserImage], progress: bool = True) -> CacheReport:
         """Runs the teacher on the images that have no map yet; returns what was done."""
         self.folder.mkdir(parents=True, exist_ok=True)
         about = self.folder / "teacher.json"
         if not about.is_file():
             atomic.write_text(about, json.dumps(self.identity, indent=1))
-        todo = [image for image in images if not self.path(image).is_file()]
+        todo = [image for image in images if not self.has(image)]
         unreadable: list[tuple[str, str]] = []
         started = time.perf_counter()
         bar = None
@@ -258,8 +276,14 @@ class TeacherCache:
 
 
 def read_map(path: Path, size: int) -> np.ndarray:
-    with Image.open(path) as img:
-        values = np.asarray(img)
+    try:
+        with Image.open(path) as img:
+            values = np.asarray(img)
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # Pillow's damaged-file errors
+        raise DistillationError(f"{path}: a damaged teacher map ({error}); delete it and run again to recompute "
+                                "it") from error
     if values.shape != (size, size) or values.dtype != np.uint8:
         raise DistillationError(f"{path}: a damaged teacher map ({values.shape}, {values.dtype}); delete it and "
                                 "run again to recompute it")
@@ -461,6 +485,12 @@ def distill(teacher: Detector | str | os.PathLike, images: Sequence[str | os.Pat
         raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
     run_dir = Path(run_dir) if run_dir is not None else out.with_name(out.stem + ".run")
     check_run_folder(run_dir, resume, overwrite)
+    places = [check_output_file(out, "--out"), check_output_folder(run_dir, "the run folder (--run-dir)"),
+              check_output_folder(Path(cache_dir or default_cache_dir()), "the teacher cache (--cache)")]
+    if problems := [p for p in places if p]:  # found before the teacher pass and the training, not after
+        raise DistillationError("nothing was done: " + "; ".join(problems))
+    if (problem := map_size_problem(settings.map_size)) is not None:
+        raise DistillationError(problem)
     recipe = recipe or distill_recipe()
     torch_device = resolve_device(device)
     if not isinstance(teacher, Detector):

@@ -116,7 +116,8 @@ def run_workflow(workflow: str | os.PathLike | Mapping, input_dir=None, output_d
     """
     if engine == "auto" and (registry is not None or nodes is not None or extra_nodes):
         engine = "builtin"  # node classes given: only the built-in runtime takes them
-    chosen, plugin, comfyui_dir = engines.choose_engine(engine, comfyui)
+    notes: list[str] = []
+    chosen, plugin, comfyui_dir = engines.choose_engine(engine, comfyui, notes)
     if chosen == "comfyui":
         if registry is not None or nodes is not None or extra_nodes:
             raise ValueError("nodes, registry and extra_nodes are for the builtin engine; ComfyUI loads its own "
@@ -136,7 +137,7 @@ def run_workflow(workflow: str | os.PathLike | Mapping, input_dir=None, output_d
         loaded, validated = prepare_workflow(data, context, overrides, registry)
         result = execute(validated, context, progress)
     result.source_format = loaded.source_format
-    result.warnings = list(loaded.warnings) + list(getattr(registry, "problems", []))
+    result.warnings = notes + list(loaded.warnings) + list(getattr(registry, "problems", []))
     return result
 
 

@@ -201,7 +201,10 @@ class LoadImageSetFromFolderNode:
         directory = _inside(_run().input_dir, folder)
         if directory is None or not directory.is_dir():
             raise FileNotFoundError(f"no folder {folder!r} in the input folder {_run().input_dir}")
-        files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in self.EXTENSIONS)
+        # a link in the folder to a file outside the input folder is not read: the loader stays inside it
+        base = _run().input_dir.resolve()
+        files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in self.EXTENSIONS
+                       and base in p.resolve().parents)
         if not files:
             raise ValueError(f"no .png/.jpg/.jpeg/.webp images in {directory}")
         images, size = [], None
@@ -236,9 +239,19 @@ def _expand_prefix_variables(prefix: str, width: int, height: int) -> str:
     return prefix
 
 
+MAX_NAME_BYTES = 200  # 255 for a name, less '_00001_.png' and the temporary name's '.<pid>.<token>.pal-tmp'
+MAX_PREFIX_CHARS = 1024
+
+
 def split_prefix(prefix: str, base: Path) -> tuple[Path, str, str]:
     """(folder, file name stem, subfolder) for a filename_prefix such as 'sub/name'; refuses prefixes
     that would leave `base`, as ComfyUI does."""
+    parts = prefix.replace("\\", "/").split("/")
+    if len(prefix) > MAX_PREFIX_CHARS or any(len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES
+                                             for part in parts):
+        raise ValueError(f"filename_prefix is too long ({len(prefix)} characters, starting {prefix[:40]!r}): a "
+                         f"file or folder name holds at most {MAX_NAME_BYTES} bytes here (the file system's 255, "
+                         "less the counter and suffix); use a shorter prefix")
     normalised = os.path.normpath(prefix)
     subfolder, filename = os.path.split(normalised)
     folder = _inside(base, subfolder)

@@ -57,9 +57,13 @@ def input_folder_beside(base_dir: Path | None) -> Path | None:
     return next((folder / "input" for folder in candidates if (folder / "input").is_dir()), None)
 
 
-def choose_engine(engine: str, comfyui: str | os.PathLike | None = None) -> tuple[str, object | None, Path | None]:
+def choose_engine(engine: str, comfyui: str | os.PathLike | None = None,
+                  notes: list[str] | None = None) -> tuple[str, object | None, Path | None]:
     """("builtin", None, None) or ("comfyui", the engine plugin, ComfyUI's folder). Where ComfyUI is, and
-    what a ComfyUI folder looks like, only the engine plugin knows (`locate`)."""
+    what a ComfyUI folder looks like, only the engine plugin knows (`locate`, `looks_like_comfyui`).
+
+    A $COMFYUI_PATH that names no ComfyUI (a moved or deleted install) does not stop "auto": it runs on the
+    built-in runtime and says so in `notes`; "comfyui" is refused with the variable named."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "builtin":
@@ -72,12 +76,29 @@ def choose_engine(engine: str, comfyui: str | os.PathLike | None = None) -> tupl
                                     "<pal-nodes checkout>")
         return "builtin", None, None
     folder = plugin.locate(comfyui)
+    if folder is not None and comfyui is None and _stale_variable(plugin, folder):
+        problem = (f"${COMFYUI_ENV} is {os.environ.get(COMFYUI_ENV)}, which is not a ComfyUI folder (no execution.py, "
+                   "nodes.py, folder_paths.py and comfy/ there)")
+        if engine == "comfyui":
+            raise EngineUnavailable(f"{problem}; set it to the folder ComfyUI runs from (the one with main.py), "
+                                    "or pass --comfyui DIR")
+        if notes is not None:
+            notes.append(f"{problem}, so the built-in runtime ran this workflow; fix or unset {COMFYUI_ENV} to "
+                         "run on ComfyUI's engine")
+        return "builtin", None, None
     if folder is not None:
         return "comfyui", plugin, folder
     if engine == "comfyui":
         raise EngineUnavailable(f"the comfyui engine needs ComfyUI: pass --comfyui DIR (ComfyUI's folder, the "
                                 f"one with main.py) or set {COMFYUI_ENV}")
     return "builtin", None, None
+
+
+def _stale_variable(plugin, folder: Path) -> bool:
+    """Whether `folder` came from $COMFYUI_PATH and the plugin says it is no ComfyUI."""
+    looks_like = getattr(plugin, "looks_like_comfyui", None)
+    from_variable = bool(os.environ.get(COMFYUI_ENV)) and Path(os.environ[COMFYUI_ENV]).expanduser().absolute() == folder
+    return looks_like is not None and from_variable and not looks_like(folder)
 
 
 @contextmanager

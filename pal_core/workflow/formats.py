@@ -56,16 +56,30 @@ def read_png_workflow(path: Path) -> dict:
     try:
         with Image.open(path) as image:
             chunks = dict(getattr(image, "text", {}) or {})
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
+    except ValueError as error:  # Pillow refuses text chunks past its memory limits
+        if "text" in str(error).lower() or "decompressed" in str(error).lower():
+            raise WorkflowFormatError(f"{path}: its text chunks are too large to read ({error}); a ComfyUI workflow "
+                                      "is far smaller: save the workflow again from ComfyUI") from None
         raise WorkflowFormatError(f"{path}: cannot be read as a PNG ({error})") from None
+    except (OSError, Image.DecompressionBombError) as error:
+        raise WorkflowFormatError(f"{path}: cannot be read as a PNG ({error})") from None
+    unreadable = []
     for key in ("workflow", "prompt"):  # the UI document keeps bypass/mute; the prompt is what last ran
         if key in chunks:
             try:
                 data = json.loads(chunks[key])
-            except (ValueError, RecursionError):  # not JSON, a huge number, or nested too deeply
+            except RecursionError:
+                unreadable.append(f"'{key}' is nested too deeply")
+                continue
+            except ValueError:  # not JSON, or a huge number
+                unreadable.append(f"'{key}' is not valid JSON")
                 continue
             if isinstance(data, dict):
                 return data
+            unreadable.append(f"'{key}' holds a JSON {type(data).__name__}, not a workflow object")
+    if unreadable:
+        raise WorkflowFormatError(f"{path}: this PNG's workflow text chunks cannot be read ({'; '.join(unreadable)}); "
+                                  "save the workflow again from ComfyUI, or run its .json file")
     raise WorkflowFormatError(f"{path}: this PNG carries no ComfyUI workflow (no 'workflow' or 'prompt' text chunk)")
 
 

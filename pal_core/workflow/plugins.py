@@ -5,7 +5,7 @@ pal_core names no node pack and no host: a package declares what it offers in it
     [project.entry-points."pal_core.node_packs"]
     pal = "pal_nodes:NODE_CLASS_MAPPINGS"          # a mapping {class name: node class}
     [project.entry-points."pal_core.engines"]
-    comfyui = "pal_nodes.comfy_engine"              # locate(folder or None) -> Path | None, run(EngineJob)
+    comfyui = "pal_nodes.comfy_engine"              # locate(folder or None) -> Path | None, run(EngineJob); optional looks_like_comfyui(folder) -> bool
 
 and `pal run` loads them only when it needs them. This is Python's standard plugin mechanism
 (importlib.metadata), so another package's nodes run the same way, and pal_core installed alone

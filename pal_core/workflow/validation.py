@@ -120,6 +120,10 @@ def _check_node(node_id: str, prompt: dict, specs: dict[str, NodeSpec], hints) -
             issues.append(issue(name, "link_required", f"{input_spec.type_name} comes from another node's output; "
                                                        f"connect one (got the constant {value!r:.60})"))
             continue
+        if value is None and input_spec.required:  # null in the file: no value, which would fail only when it runs
+            issues.append(issue(name, "required_input_missing", "required input has no value (null); give it a "
+                                                                "value or connect a node"))
+            continue
         converted = _convert(value, input_spec)
         if isinstance(converted, Issue):
             issues.append(issue(name, converted.kind, converted.message))
