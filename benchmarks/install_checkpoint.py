@@ -8,9 +8,9 @@ meta, optimizer). Then, each in its own process (so its peak RSS is its own), in
 
     import   `pal models --help`: what the CLI's imports alone take (the floor under both rows)
     ours     `pal models add FILE --name pal4vst-unified --dir TMP` (the reader memory-maps the file)
-    eager    the same command, but the checkpoint first read whole into memory, as torch.load without
-             mmap does (`torch.load(weights_only=False)`, safe here: we wrote the file): what holding
-             the optimizer state costs
+    eager    the same command, but every tensor of the checkpoint first copied into memory, as
+             torch.load without mmap would hold it (read by our own reader, as data): what holding the
+             optimizer state costs
 
     python benchmarks/install_checkpoint.py            # builds /tmp/pal-bench-*/best_mIoU_iter_7200.pth
 """
@@ -101,9 +101,18 @@ EAGER = """
 import sys, torch
 from pal_core.hub import installing, loading
 from pal_core.hub.checkpoint import DetectorCheckpoint
+from pal_core.hub.torch_pickle import read_torch_checkpoint
 from pal_core.detect.preprocess import Preprocess
+def in_memory(tree):
+    if isinstance(tree, torch.Tensor):
+        return tree.clone()
+    if isinstance(tree, dict):
+        return type(tree)((k, in_memory(v)) for k, v in tree.items())
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(in_memory(v) for v in tree)
+    return tree
 def eager(path):
-    loaded = torch.load(path, map_location="cpu", weights_only=False)  # everything in memory, optimizer too
+    loaded = in_memory(read_torch_checkpoint(path))  # everything in memory, optimizer too
     return DetectorCheckpoint(loading._mmseg_model(path, loaded["state_dict"], loaded["meta"]), path.stem, Preprocess())
 installing.read_checkpoint = eager
 from pal_core.cli import main
