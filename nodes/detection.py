@@ -17,7 +17,7 @@ from pal_core.layouts import check_images, check_mask
 from pal_core.rank.selection import NOT_FINITE, rank_by_par
 
 from . import comfy_env
-from .display import par_lines, rank_lines, shown
+from .display import par_lines, precision_lines, rank_lines, shown
 
 DEFAULT_CHOICE = "default"
 MODEL_SIZE = -1  # input_size widget: the size saved in the model file (older saved workflows hold 512: kept)
@@ -125,7 +125,8 @@ class PALLoadDetector:
         size = MODEL_INPUT_SIZE if input_size == MODEL_SIZE else input_size or None
         detector = load_detector(source, device=torch_device, dtype=precision, input_size=size,
                                  trust_code=allow_torchscript)
-        lines = [f"{detector.name} ({detector.info.format}, {detector.precision} on {detector.device}) "
+        guard = ", fp32 where the guard finds the mask undecided" if detector.guarded else ""
+        lines = [f"{detector.name} ({detector.info.format}, {detector.precision} on {detector.device}{guard}) "
                  f"from {detector.info.source}", *([notice] if notice else [])]
         return shown((detector, "\n".join(lines)), lines)
 
@@ -154,7 +155,8 @@ class PALDetectArtifacts:
         probability = predict(detector, images, threshold)
         mask = binarize(probability, threshold).float()
         scores = [round(float(p), 6) for p in par_of_probability(probability, threshold)]
-        return shown((mask, probability, overlay(images.to(mask.device), mask), scores), par_lines(scores), scores)
+        lines = par_lines(scores) + precision_lines(detector.last_precisions, detector.guarded)
+        return shown((mask, probability, overlay(images.to(mask.device), mask), scores), lines, scores)
 
 
 class PALPARScore:
