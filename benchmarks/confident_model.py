@@ -59,7 +59,8 @@ def make(args) -> None:
     recipe = distill_recipe(fresh_student=True, steps=args.steps, batch_size=args.batch_size,
                             crop_size=args.crop_size, warmup_steps=min(50, args.steps // 10),
                             val_every=args.steps, val_limit=8, save_every=args.save_every, log_every=5)
-    settings = DistillSettings(synthetic=str(args.data), synthetic_share=0.5, speed_images=2)
+    # two held-out images (the least distill measures agreement on): a Swin-B forward at 512 is slow on a CPU
+    settings = DistillSettings(synthetic=str(args.data), synthetic_share=0.5, speed_images=2, held_out_share=0.01)
     result = distill(args.teacher, images_of(Path(args.data)), args.out, student=student_start(args.input_size),
                      name="swin_upernet_confident_bench", recipe=recipe, settings=settings,
                      cache_dir=DEFAULT_CACHE / "teacher", device="cpu", resume=args.resume, progress=True)
@@ -89,11 +90,11 @@ def main() -> None:
     parser.add_argument("--data", default=str(DEFAULT_CACHE / "data"), help="a `pal prepare-data` dataset")
     parser.add_argument("--out", default=str(DEFAULT_CACHE / "swin_confident.safetensors"))
     parser.add_argument("--teacher", default="pal_lite", help="the detector the student learns from")
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--crop-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--crop-size", type=int, default=96)
     parser.add_argument("--input-size", type=int, default=512, help="size the images are resized to before cropping")
-    parser.add_argument("--save-every", type=int, default=25)
+    parser.add_argument("--save-every", type=int, default=10)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--describe", metavar="MODEL", help="print the model's probability distribution and exit")
