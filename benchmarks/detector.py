@@ -6,9 +6,9 @@ file), plus mmsegmentation's own model in fp32 when it can be imported.
 Rows, per model: `fp32`, `bf16` (unguarded: raw speed) and `auto`, the real Detector that
 `load_detector(dtype="auto")` returns (bf16 with the precision guard and its cost bound on a CPU with bf16
 units, else fp32; on CUDA bf16 or fp16). Timing: our rows run in this interpreter, one Detector each, over
-the same pictures (the shipped examples, workflows/input/*.jpg, and --pictures from a folder), whole set
-per call, in batches of each --batches size; the rows alternate within each repeat (and the order rotates),
-so background load hits all alike. A new auto Detector is made for each repeat: its cost bound counts from
+the same pictures (the shipped examples, workflows/input/*.jpg, and --pictures from a folder), in batches
+of each --batches size; each batch goes through every row before the next (the order rotates), so
+background load hits all alike; wall and CPU seconds (all threads of the process) are both reported. A new auto Detector is made for each repeat: its cost bound counts from
 the start of a run, as it would for a user. Reported per row: seconds per image (median over repeats),
 images/s, speed against our fp32 (and mmseg fp32), the share of images the guard tried in bf16 and sent
 back to fp32 (and ran in fp32 directly), the mask agreement with our fp32 (all pixels, worst picture) and
@@ -144,29 +144,46 @@ def detector_for(model: Path, row: str, device: str, batch: int):
 
 
 def time_rows(model: Path, rows: list[str], frames: list, batches: list[int], repeats: int, device: str) -> dict:
-    """{(row, batch): {"seconds": [per image, per repeat], "maps": first run's maps, "ledger": [...]}}."""
-    import torch
+    """{(row, batch): {"seconds": [per image, per repeat], "cpu": [...], "maps": first run's maps, "ledger": [...]}}.
 
+    Interleaved as finely as the rows allow: each batch of pictures goes through every row (in an order
+    that rotates) before the next batch, so load that comes and goes within a run hits all rows alike.
+    Each repeat makes new Detectors: auto's cost bound counts from the start of a run, as for a user."""
     results = {}
     for batch in batches:
         for repeat in range(repeats):
-            order = rows[repeat % len(rows):] + rows[:repeat % len(rows)]
-            for row in order:
-                detector = detector_for(model, row, device, batch)  # a fresh auto Detector: a fresh ledger
-                start = time.perf_counter()
-                maps = detector.predict(list(frames), threshold=THRESHOLD)
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                seconds = (time.perf_counter() - start) / len(frames)
-                entry = results.setdefault((row, batch), {"seconds": [], "ledger": [], "precision": detector.precision})
-                entry["seconds"].append(seconds)
-                entry.setdefault("maps", maps)
+            detectors = {row: detector_for(model, row, device, batch) for row in rows}
+            spent = {row: [0.0, 0.0] for row in rows}
+            maps = {row: [] for row in rows}
+            for n, start in enumerate(range(0, len(frames), batch)):
+                chunk = list(frames[start:start + batch])
+                turn = (n + repeat) % len(rows)
+                for row in rows[turn:] + rows[:turn]:
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    maps[row] += detectors[row].predict(chunk, threshold=THRESHOLD)
+                    _synchronize(device)
+                    spent[row][0] += time.perf_counter() - wall
+                    spent[row][1] += time.process_time() - cpu
+            for row, detector in detectors.items():
+                entry = results.setdefault((row, batch), {"seconds": [], "cpu": [], "ledger": [],
+                                                          "precision": detector.precision})
+                entry["seconds"].append(spent[row][0] / len(frames))
+                entry["cpu"].append(spent[row][1] / len(frames))
+                entry.setdefault("maps", maps[row])
                 ledger = detector.guard_counts
                 entry["ledger"].append((ledger.checked, ledger.recomputed, ledger.direct, detector.guarded))
-                print(f"  {model.stem} {row} batch {batch} repeat {repeat + 1}: {seconds:.2f} s/image "
-                      f"({detector.precision}{', guard: ' + ledger.summary() if detector.guarded else ''}; "
-                      f"load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+                print(f"  {model.stem} {row} batch {batch} repeat {repeat + 1}: {entry['seconds'][-1]:.2f} s/image, "
+                      f"CPU {entry['cpu'][-1]:.2f} s/image ({detector.precision}"
+                      f"{', ' + ledger.summary() if detector.guarded else ''}; load {_load()})", file=sys.stderr,
+                      flush=True)
     return results
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -326,14 +343,17 @@ def table(model: str, timed: dict, mmseg: dict | None, memory: dict, rows: list[
         lines.append(f"mmseg fp32: {mmseg['seconds']:.2f} s/image (batch 1, median), peak {mmseg['peak_mib']:.0f} MiB; "
                      f"ours fp32 vs mmseg: {total:.4%} of mask pixels equal (worst picture {worst:.4%}), "
                      f"largest probability difference {diff:.4f}")
-    lines += ["", "| row | precision | batch | s/image | images/s | vs our fp32 | guard: tried, sent back, fp32 directly "
+    lines += ["", "| row | precision | batch | s/image (each repeat) | images/s | vs our fp32 | CPU s/image | CPU vs our fp32 "
+                  "| guard: tried/sent back/fp32 directly "
                   "| masks equal to fp32 (all / worst picture) | largest prob. difference |"
                   + (f" peak MiB (batch {args.memory_batch}) |" if memory else ""),
-              "|---|---|---|---|---|---|---|---|---|" + ("---|" if memory else "")]
+              "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if memory else "")]
     for (row, batch), entry in timed.items():
         seconds = statistics.median(entry["seconds"])
         base = timed.get(("fp32", batch))
         speed = f"{statistics.median(base['seconds']) / seconds:.2f}x" if base else "-"
+        cpu = statistics.median(entry["cpu"])
+        cpu_speed = f"{statistics.median(base['cpu']) / cpu:.2f}x" if base else "-"
         checked = [f"{c}/{r}/{d}" for c, r, d, guarded in entry["ledger"] if guarded]
         guard = ", ".join(checked) if checked else "-"
         agree = diff = "-"
@@ -342,7 +362,7 @@ def table(model: str, timed: dict, mmseg: dict | None, memory: dict, rows: list[
             agree, diff = f"{total:.4%} / {worst:.4%}", f"{largest:.4f}"
         peak = f" {memory[row]['peak_mib']:.0f} |" if row in memory else (" - |" if memory else "")
         lines.append(f"| {row} | {entry['precision']} | {batch} | {seconds:.2f} ({', '.join(f'{s:.2f}' for s in entry['seconds'])}) "
-                     f"| {1 / seconds:.3f} | {speed} | {guard} | {agree} | {diff} |{peak}")
+                     f"| {1 / seconds:.3f} | {speed} | {cpu:.2f} | {cpu_speed} | {guard} | {agree} | {diff} |{peak}")
     return "\n".join(lines)
 
 
