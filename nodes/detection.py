@@ -81,7 +81,8 @@ class PALLoadDetector:
             "precision": (list(PRECISIONS), {"default": "auto", "tooltip": (
                 "auto: the fastest precision this device runs natively (bf16 on CPUs with AMX/AVX512-BF16 and on "
                 "recent GPUs, fp16 on older GPUs, else fp32), keeping fp32's masks: an image undecided at the "
-                "threshold is run again in fp32. bf16/fp16: raw speed, unchecked. fp32 for exact results. fp16 "
+                "threshold is run again in fp32, and when that keeps happening the images run in fp32 directly, so auto "
+                "is never much slower than fp32. bf16/fp16: raw speed, unchecked. fp32 for exact results. fp16 "
                 "needs a GPU; a TorchScript file run as a program stays fp32.")}),
             "input_size": ("INT", {"default": MODEL_SIZE, "min": MODEL_SIZE, "max": 4096, "step": 32,
                                    "tooltip": "Square size the network runs at. -1: the size saved in the model "

@@ -53,7 +53,8 @@ class PrecisionGuard:
 
     `band` 0.1: about twice the largest bf16-vs-fp32 probability difference measured for Swin +
     UPerNet (0.055 on the mmseg test fixture, 0.04-0.05 for Swin-B at 512x512 on the example pictures,
-    random weights; the issue measured 0.009 with trained PAL4VST weights; README "Benchmarks").
+    random weights; 0.009 measured with trained PAL4VST weights; 0.004-0.008 for a briefly distilled Swin-B,
+    docs/benchmarks-precision.md).
     Probabilities are steepest in their logits at 0.5, so a band measured there also covers other
     thresholds. It does not hold for every network: the shipped PAL-lite's bf16 error reaches 0.52 on
     one picture (auto keeps that model in fp32).
