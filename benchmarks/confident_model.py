@@ -5,7 +5,7 @@ from the shipped PAL-lite (`pal_core.train.distillation.distill`) on the synthet
 
 Why: random weights put most probabilities near 0.5, which no trained model does, so they say nothing
 about what precision "auto" costs a user (its guard recomputes images with pixels near the threshold).
-This model is for benchmarks/detector.py (`--model`), not for finding artifacts: it has seen a few
+This model is for benchmarks/detector.py (`--models`), not for finding artifacts: it has seen a few
 hundred small crops. Everything lives outside the repository (default /root/.cache/pal-bench/):
 
     pal prepare-data --out /root/.cache/pal-bench/data --train-samples 160 --val-per-kind 2 --val-clean 4

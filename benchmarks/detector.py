@@ -3,7 +3,8 @@ precision, on models of two kinds: random weights (probabilities crowd around 0.
 and a model as confident as a trained one (benchmarks/confident_model.py makes one without the official
 file), plus mmsegmentation's own model in fp32 when it can be imported.
 
-Rows, per model: `fp32`, `bf16` (unguarded: raw speed) and `auto`, the real Detector that
+Rows, per model: `fp32`, `bf16` (unguarded: raw speed) and `auto` (`fp16` on CUDA; any row + `+compile`
+for torch.compile, e.g. `fp32+compile`, whose first call compiles), the real Detector that
 `load_detector(dtype="auto")` returns (bf16 with the precision guard and its cost bound on a CPU with bf16
 units, else fp32; on CUDA bf16 or fp16). Timing: our rows run in this interpreter, one Detector each, over
 the same pictures (the shipped examples, workflows/input/*.jpg, and --pictures from a folder), in batches
@@ -138,9 +139,14 @@ def undecided(maps: list) -> list[float]:
 
 
 def detector_for(model: Path, row: str, device: str, batch: int):
+    """A row is a precision (fp32, bf16, fp16, auto), optionally with +compile (torch.compile)."""
     from pal_core.hub.loading import load_detector
 
-    return load_detector(model, device=device, dtype=row, input_size=512, batch_size=batch)
+    precision, _, extra = row.partition("+")
+    if extra not in ("", "compile"):
+        raise ValueError(f"row {row!r}: the only suffix is +compile")
+    return load_detector(model, device=device, dtype=precision, input_size=512, batch_size=batch,
+                         compile=extra == "compile")
 
 
 def time_rows(model: Path, rows: list[str], frames: list, batches: list[int], repeats: int, device: str) -> dict:
@@ -350,7 +356,7 @@ def table(model: str, timed: dict, mmseg: dict | None, memory: dict, rows: list[
               "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if memory else "")]
     for (row, batch), entry in timed.items():
         seconds = statistics.median(entry["seconds"])
-        base = timed.get(("fp32", batch))
+        base = timed.get(("fp32", batch))  # compare with our plain fp32 row
         speed = f"{statistics.median(base['seconds']) / seconds:.2f}x" if base else "-"
         cpu = statistics.median(entry["cpu"])
         cpu_speed = f"{statistics.median(base['cpu']) / cpu:.2f}x" if base else "-"
