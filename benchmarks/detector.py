@@ -343,7 +343,9 @@ def benchmark(args) -> int:
 def table(model: str, timed: dict, mmseg: dict | None, memory: dict, rows: list[str], args) -> str:
     fp32_maps = next((e["maps"] for (row, _), e in timed.items() if row == "fp32"), None)
     lines = [f"model {model}: undecided share (within 0.1 of {THRESHOLD}) of fp32's maps: "
-             + (", ".join(f"{s:.2%}" for s in undecided(fp32_maps)) if fp32_maps else "-")]
+             + (", ".join(f"{s:.2%}" for s in undecided(fp32_maps)) if fp32_maps else "-")
+             + "; mask area: " + (", ".join(f"{float((m > THRESHOLD).float().mean()):.2%}" for m in fp32_maps)
+                                  if fp32_maps else "-")]
     if mmseg is not None:
         total, worst, diff = agreement(mmseg["maps"], fp32_maps) if fp32_maps else (0, 0, 0)
         lines.append(f"mmseg fp32: {mmseg['seconds']:.2f} s/image (batch 1, median), peak {mmseg['peak_mib']:.0f} MiB; "
