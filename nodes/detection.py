@@ -17,7 +17,7 @@ from pal_core.layouts import check_images, check_mask
 from pal_core.rank.selection import NOT_FINITE, rank_by_par
 
 from . import comfy_env
-from .display import par_lines, rank_lines, shown
+from .display import par_lines, precision_lines, rank_lines, shown
 
 DEFAULT_CHOICE = "default"
 MODEL_SIZE = -1  # input_size widget: the size saved in the model file (older saved workflows hold 512: kept)
@@ -100,7 +100,8 @@ class PALLoadDetector:
             "precision": (list(PRECISIONS), {"default": "auto", "tooltip": (
                 "auto: the fastest precision this device runs natively (bf16 on CPUs with AMX/AVX512-BF16 and on "
                 "recent GPUs, fp16 on older GPUs, else fp32), keeping fp32's masks: an image undecided at the "
-                "threshold is run again in fp32. bf16/fp16: raw speed, unchecked. fp32 for exact results. fp16 "
+                "threshold is run again in fp32, and when that keeps happening the images run in fp32 directly, so auto "
+                "is never much slower than fp32. bf16/fp16: raw speed, unchecked. fp32 for exact results. fp16 "
                 "needs a GPU; a TorchScript file run as a program stays fp32.")}),
             "input_size": ("INT", {"default": MODEL_SIZE, "min": MODEL_SIZE, "max": 4096, "step": 32,
                                    "tooltip": "Square size the network runs at. -1: the size saved in the model "
@@ -147,7 +148,8 @@ class PALLoadDetector:
         size = MODEL_INPUT_SIZE if input_size == MODEL_SIZE else input_size or None
         detector = load_detector(source, device=torch_device, dtype=precision, input_size=size,
                                  trust_code=allow_torchscript)
-        lines = [f"{detector.name} ({detector.info.format}, {detector.precision} on {detector.device}) "
+        guard = ", fp32 where the guard finds the mask undecided" if detector.guarded else ""
+        lines = [f"{detector.name} ({detector.info.format}, {detector.precision} on {detector.device}{guard}) "
                  f"from {detector.info.source}", *([notice] if notice else [])]
         return shown((detector, "\n".join(lines)), lines)
 
@@ -176,7 +178,8 @@ class PALDetectArtifacts:
         probability = predict(detector, images, threshold)
         mask = binarize(probability, threshold).float()
         scores = [round(float(p), 6) for p in par_of_probability(probability, threshold)]
-        return shown((mask, probability, overlay(images.to(mask.device), mask), scores), par_lines(scores), scores)
+        lines = par_lines(scores) + precision_lines(detector.last_precisions, detector.guarded)
+        return shown((mask, probability, overlay(images.to(mask.device), mask), scores), lines, scores)
 
 
 class PALPARScore:

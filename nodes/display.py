@@ -23,6 +23,16 @@ def par_lines(par: list[float]) -> list[str]:
             for i, p in enumerate(par)]
 
 
+def precision_lines(precisions: list[str | None], guarded: bool) -> list[str]:
+    """With precision auto below fp32 (`guarded`): which precision produced how many of the maps; fp32 ones
+    were computed again, or run directly, by the precision guard. Nothing to say otherwise."""
+    if not guarded:
+        return []
+    counts = {name: precisions.count(name) for name in dict.fromkeys(p for p in precisions if p is not None)}
+    made = ", ".join(f"{name} for {n} image{'s' if n != 1 else ''}" for name, n in counts.items())
+    return [f"precision: {made or 'no image run'} (fp32 where the guard kept fp32's masks or bounded its cost)"]
+
+
 def rank_lines(report: dict) -> list[str]:
     """Rank by PAR's report, best first: which images were kept."""
     ordered = sorted(report["images"], key=lambda item: (item["par"] is None, item["par"] or 0.0, item["index"]))

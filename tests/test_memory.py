@@ -105,3 +105,25 @@ def test_tile_sizes_halve_down_to_the_minimum():
     assert tile_sizes(2048) == [1024, 512, 256, 128]
     assert tile_sizes(384) == [192, 128]
     assert tile_sizes(100) == [128]
+
+
+def test_tiles_below_float32_are_guarded_and_counted_against_the_cost_bound():
+    """An image too large for memory runs in tiles in every precision: the guard checks the bf16 tiles' map
+    and computes undecided ones again in float32 tiles; with no budget left the next image goes to float32
+    tiles directly. (band 0.99: every pixel counts as undecided.)"""
+    from pal_core.detect.detector import PrecisionGuard
+
+    images = [torch.rand(384, 448, 3, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    scarce = ScarceMemory(LocalNet(), max_pixels=200 * 200)
+    guarded = Detector(scarce, DetectorInfo("local", "test", "safetensors", "test"), Preprocess(input_size=None),
+                       dtype=torch.bfloat16, guard=PrecisionGuard(band=0.99, budget=0.0, cost_ratio=0.5))
+    exact = guarded.predict(images, threshold=0.5)
+    ledger = guarded.guard_counts
+    assert (ledger.images, ledger.checked, ledger.recomputed, ledger.direct) == (2, 1, 1, 1)
+    assert guarded.last_precisions == ["fp32", "fp32"] and ledger.last_undecided == [1.0]
+    assert [shape[2] for shape in scarce.calls if shape[2] <= 128]  # bf16 ran in tiles (once: the first image)
+    float32_calls = guarded._float32.calls
+    # image 1 went from bf16 tiles to float32 tiles; image 2 was tried whole in float32 (no budget for bf16)
+    assert sum(1 for shape in float32_calls if shape[2] == 384) == 1 and len(float32_calls) > 2
+    reference = detector(ScarceMemory(LocalNet(), max_pixels=200 * 200), input_size=None).predict(images)
+    assert all(torch.equal(a, b) for a, b in zip(exact, reference))  # float32's tiled maps exactly

@@ -60,7 +60,8 @@ def test_loader_lists_models_folder_and_loads(models_dir, detector):
         PALLoadDetector().load("tiny.safetensors", "cpu", "fp16", 512)
     assert PALLoadDetector.INPUT_TYPES()["required"]["precision"][1]["default"] == "auto"
     auto, info = PALLoadDetector().load("tiny.safetensors", "cpu", "auto", 512)["result"]
-    assert f"(safetensors, {auto.precision} on cpu)" in info  # the precision auto chose is shown
+    guard = ", fp32 where the guard finds the mask undecided" if auto.guarded else ""  # bf16 units: guarded
+    assert f"(safetensors, {auto.precision} on cpu{guard})" in info  # the precision auto chose is shown
 
 
 def test_the_loader_runs_a_model_at_the_size_saved_in_its_file_by_default(models_dir):
@@ -139,3 +140,21 @@ def test_rank_by_par_empty_selection_is_a_message(detector):
     assert kept_images.shape[0] == 0 and indices == [] and scores == []
     assert "raise max_par" in json.loads(report)["message"]
     assert out["ui"]["text"][0].splitlines()[-1] == json.loads(report)["message"]
+
+
+def test_detect_says_which_precision_made_the_maps_when_auto_guards_them(models_dir):
+    """Below fp32 with the guard (precision auto on bf16 hardware) the node says how many maps fp32 made:
+    at 0.55 every tiny-model map is undecided and goes back to fp32; at 0.3 bf16's maps stand."""
+    from pal_core import load_detector
+    from pal_core.detect.detector import PrecisionGuard
+
+    from nodes.display import precision_lines
+
+    guarded = load_detector(models_dir / "pal4vst" / "tiny.safetensors", device="cpu", dtype="bf16",
+                            guard=PrecisionGuard(budget=float("inf")))  # every image tried: no cost bound
+    images = torch.rand(3, 48, 64, 3)
+    text = PALDetectArtifacts().detect(guarded, images, 0.55)["ui"]["text"][0]
+    assert text.endswith("\nprecision: fp32 for 3 images (fp32 where the guard kept fp32's masks or bounded its cost)")
+    assert "precision: bf16 for 3 images" in PALDetectArtifacts().detect(guarded, images, 0.3)["ui"]["text"][0]
+    assert precision_lines(["bf16", "fp32", None, "bf16"], True)[0].startswith("precision: bf16 for 2 images, fp32 for 1 image (")
+    assert precision_lines(["fp32"], False) == []  # fp32 or an explicit bf16: nothing to say

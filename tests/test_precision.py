@@ -11,7 +11,8 @@ from PIL import Image
 
 from pal_core import load_detector
 from pal_core.detect import devices
-from pal_core.detect.detector import Detector, PrecisionGuard
+from pal_core.detect.detector import Detector, DetectorInfo, GuardLedger, PrecisionGuard
+from pal_core.detect.preprocess import Preprocess
 from pal_core.train.artifacts import ARTIFACT_KINDS, synthesize
 
 INPUTS = Path(__file__).resolve().parent.parent / "workflows" / "input"
@@ -133,7 +134,8 @@ def test_the_shipped_model_in_bf16_misses_the_agreement_auto_requires_unless_gua
     assert artifacts > 0.02 * total  # the masks have something to agree on
     assert 0.99 < equal / total < 0.999, equal / total
 
-    detector = load_detector(device="cpu", dtype="bf16", guard=PrecisionGuard())
+    # no cost bound: every image is tried in bf16, to see what the check alone does
+    detector = load_detector(device="cpu", dtype="bf16", guard=PrecisionGuard(budget=float("inf")))
     guarded = detector.predict(images)
     agreement = [float(((a > 0.5) == (b > 0.5)).float().mean()) for a, b in zip(fp32, guarded)]
     assert (detector.guard_counts.checked, detector.guard_counts.recomputed) == (9, 7)
@@ -148,7 +150,8 @@ def test_the_guard_sends_images_undecided_at_the_threshold_back_to_fp32(tiny_det
     the pixels within its band and returns fp32's maps exactly. At 0.3 nothing is near: it keeps bf16's."""
     images = torch.rand(2, 96, 128, 3, generator=torch.Generator().manual_seed(0))
     fp32 = load_detector(tiny_detector_file, device="cpu", dtype="fp32", input_size=64).predict(images)
-    guarded = load_detector(tiny_detector_file, device="cpu", dtype="bf16", input_size=64, guard=PrecisionGuard())
+    guarded = load_detector(tiny_detector_file, device="cpu", dtype="bf16", input_size=64,
+                            guard=PrecisionGuard(budget=float("inf")))  # no cost bound: every image is tried
     unguarded = load_detector(tiny_detector_file, device="cpu", dtype="bf16", input_size=64)
     assert 0.5 < float(fp32.min()) and float(fp32.max()) < 0.6
 
@@ -158,12 +161,13 @@ def test_the_guard_sends_images_undecided_at_the_threshold_back_to_fp32(tiny_det
     assert unguarded.guard_counts.checked == 0
 
     assert torch.equal(guarded.predict(images, threshold=0.55), fp32)  # both recomputed: fp32 exactly
+    assert guarded.last_precisions == ["fp32", "fp32"]
     counts = guarded.guard_counts
     assert (counts.checked, counts.recomputed) == (2, 2)
     assert min(counts.last_undecided) > 0.99  # the whole map lies within 0.1 of 0.55
 
     kept = guarded.predict(images, threshold=0.3)  # every pixel is 0.2 above the threshold: bf16 stands
-    assert torch.equal(kept, raw) and not torch.equal(kept, fp32)
+    assert torch.equal(kept, raw) and not torch.equal(kept, fp32) and guarded.last_precisions == ["bf16", "bf16"]
     assert torch.equal(guarded.mask(images, 0.3), fp32 > 0.3)
     assert (counts.checked, counts.recomputed, counts.last_undecided) == (6, 2, [0.0, 0.0])  # predict, mask
 
@@ -181,3 +185,89 @@ def test_the_guard_keeps_one_float32_copy_and_none_for_a_model_already_cast(tiny
     assert cast._float32 is None and cast.predict(torch.rand(1, 64, 64, 3), threshold=0.55).shape == (1, 64, 64)
     with pytest.raises(ValueError, match="PrecisionGuard needs 0 < band < 1"):
         PrecisionGuard(band=0)
+
+
+class ForwardCounter:
+    """Counts the images each network of a guarded detector runs (by the batches its forward receives)."""
+
+    def __init__(self, detector: Detector):
+        self.reduced = self.float32 = 0
+        detector.model.register_forward_hook(lambda module, args, out: self._add("reduced", args[0]))
+        detector._float32.register_forward_hook(lambda module, args, out: self._add("float32", args[0]))
+
+    def _add(self, which: str, x: torch.Tensor) -> None:
+        setattr(self, which, getattr(self, which) + x.shape[0])
+
+
+def guarded_detector(guard: PrecisionGuard, batch_size: int = 1) -> Detector:
+    """The tiny random Swin + UPerNet in bf16 with `guard`, at 64x64 (a fresh network: hooks stay on it)."""
+    from conftest import make_tiny_model
+
+    info = DetectorInfo("tiny", "random test model", "in-memory", "swin_upernet")
+    return Detector(make_tiny_model(), info, Preprocess(input_size=64), dtype=torch.bfloat16, batch_size=batch_size,
+                    guard=guard)
+
+
+def test_the_guard_cost_stays_within_its_budget_when_every_image_goes_back(tiny_detector_file):
+    """At threshold 0.55 every map of the tiny model is undecided, so every image tried in bf16 is computed
+    again: the worst case. With a bf16 forward costing half a float32 one and a 10% budget, image k may be
+    tried only while 0.5 * (failures + 1) <= 0.1 * k + 0.5: images 1, 5, 10, ..., 40, 9 of 40. The run then
+    costs 40 float32 forwards plus 9 halves, exactly the bound 1.1 * 40 + 0.5; without the ledger it
+    would cost 40 * 1.5."""
+    guard = PrecisionGuard(budget=0.1, cost_ratio=0.5)
+    detector = guarded_detector(guard)
+    counter = ForwardCounter(detector)
+    images = torch.rand(40, 48, 48, 3, generator=torch.Generator().manual_seed(1))
+    precisions = []
+    for image in images:  # one call per image, as `pal detect` does: the ledger lasts the detector's life
+        detector.predict(image[None], threshold=0.55)
+        precisions += detector.last_precisions
+    ledger = detector.guard_counts
+    assert (counter.reduced, counter.float32) == (9, 40)
+    assert (ledger.images, ledger.checked, ledger.recomputed, ledger.direct) == (40, 9, 9, 31)
+    assert 0.5 * counter.reduced + counter.float32 <= 1.1 * 40 + 0.5
+    assert precisions == ["fp32"] * 40  # every map is fp32's: recomputed or run directly
+    assert ledger.extra_cost(guard) == pytest.approx(4.5)
+
+
+def test_the_guard_ramps_up_to_whole_batches_when_images_pass(tiny_detector_file):
+    """At threshold 0.3 every bf16 map is decided. In batches of 8 the first may try only 2 images (the
+    ledger has nothing saved yet: 0.1 * 8 + 0.5 allows 2 halves), the second 6 (2 images saved 0.5 each),
+    then all: 32 of 40 images in bf16, never more extra cost than the budget allows."""
+    guard = PrecisionGuard(budget=0.1, cost_ratio=0.5)
+    detector = guarded_detector(guard, batch_size=8)
+    counter = ForwardCounter(detector)
+    images = torch.rand(40, 48, 48, 3, generator=torch.Generator().manual_seed(2))
+    probs = detector.predict(images, threshold=0.3)
+    ledger = detector.guard_counts
+    assert (counter.reduced, counter.float32) == (32, 8)
+    assert (ledger.checked, ledger.recomputed, ledger.direct) == (32, 0, 8)
+    assert detector.last_precisions == ["bf16"] * 2 + ["fp32"] * 6 + ["bf16"] * 6 + ["fp32"] * 2 + ["bf16"] * 24
+    assert ledger.extra_cost(guard) == pytest.approx(-16.0)
+    fp32 = load_detector(tiny_detector_file, device="cpu", dtype="fp32", input_size=64).predict(images)
+    assert torch.equal(probs > 0.3, fp32 > 0.3)
+
+
+def test_the_ledger_measures_the_cost_ratio_and_stops_a_precision_slower_than_fp32():
+    ledger, guard = GuardLedger(), PrecisionGuard(budget=0.05)
+    assert ledger.cost_ratio(guard) == 1.0  # nothing timed yet: a reduced forward is assumed as dear as fp32
+    assert ledger.reduced_share(guard, 8) == 1  # 0.05 * 8 + 1 allows one image to fail
+    ledger.time("bf16", 2.0, 4)
+    ledger.time("fp32", 4.0, 4)
+    assert ledger.cost_ratio(guard) == pytest.approx(0.5)
+    assert ledger.reduced_share(guard, 8) == 1 + int(0.05 * 8 / 0.5)
+    ledger.record(tried=8, recomputed=0, direct=0)  # 8 kept: 4 float32 forwards saved
+    assert ledger.extra_cost(guard) == pytest.approx(-4.0) and ledger.reduced_share(guard, 8) == 8
+
+    slow = GuardLedger()  # bf16 at twice fp32's time (a CPU without bf16 units): every kept image costs more
+    slow.time("bf16", 8.0, 4)
+    slow.time("fp32", 4.0, 4)
+    for _ in range(15):
+        tried = slow.reduced_share(guard, 1)
+        slow.record(tried=tried, recomputed=0, direct=1 - tried)
+    assert slow.checked == 1 and slow.direct == 14  # one try, then fp32 until the budget has grown
+    assert slow.extra_cost(guard) <= guard.budget * slow.images + 2.0
+    assert PrecisionGuard(cost_ratio=0.5, budget=float("inf")) and GuardLedger().reduced_share(
+        PrecisionGuard(budget=float("inf")), 8) == 8
+    with pytest.raises(ValueError, match="budget >= 0 and cost_ratio > 0"):
+        PrecisionGuard(cost_ratio=0)

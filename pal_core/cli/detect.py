@@ -178,6 +178,8 @@ def detect_all(args: argparse.Namespace, images: list[Path], detector, settings:
     console.close()
     for line in tally.summary(str(args.out) if args.out is not None else None):
         console.line(f"pal detect: {line}")
+    if detector.guarded:  # precision auto below fp32: say how often fp32 produced the maps instead
+        console.line(f"pal detect: {detector.guard_counts.summary()}")
     if tally.failed:
         console.error(f"{tally.failed} of {tally.images} images could not be read or scored")
     if write_failures:
@@ -202,7 +204,7 @@ def detect_one(detector, path: Path, image, args: argparse.Namespace, done: dict
         "height": image.shape[0],
         "max_prob": round(prob.max().item(), 6),
         "model": detector.name,
-        "precision": detector.precision,
+        "precision": detector.last_precisions[0] or detector.precision,  # fp32 where the guard recomputed it
     }
     if args.out is not None:
         paths = output_paths(args.out, path)

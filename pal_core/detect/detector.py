@@ -8,6 +8,7 @@ each image's own size when `input_size` is None, and its output is resized back 
 from __future__ import annotations
 
 import copy
+import time
 import weakref
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -40,9 +41,9 @@ class DetectorInfo:
 
 @dataclass(frozen=True)
 class PrecisionGuard:
-    """Keeps the masks of a network run below float32 those of float32, image by image.
+    """Keeps the masks of a network run below float32 those of float32, image by image, at a bounded cost.
 
-    After a reduced-precision (bf16/fp16) forward, an image whose probability map has more than
+    Masks: after a reduced-precision (bf16/fp16) forward, an image whose probability map has more than
     `share` of its pixels within `band` of the mask threshold is computed again in float32 (with
     float32 weights kept for that), and the float32 map is returned. Why this holds the mask: a
     pixel's mask can differ from float32's only if the two probabilities lie on both sides of the
@@ -52,19 +53,32 @@ class PrecisionGuard:
 
     `band` 0.1: about twice the largest bf16-vs-fp32 probability difference measured for Swin +
     UPerNet (0.055 on the mmseg test fixture, 0.04-0.05 for Swin-B at 512x512 on the example pictures,
-    random weights; the issue measured 0.009 with trained PAL4VST weights; README "Benchmarks").
+    random weights; 0.009 measured with trained PAL4VST weights; 0.004-0.008 for a briefly distilled Swin-B,
+    docs/benchmarks-precision.md).
     Probabilities are steepest in their logits at 0.5, so a band measured there also covers other
     thresholds. It does not hold for every network: the shipped PAL-lite's bf16 error reaches 0.52 on
-    one picture (auto keeps that model in fp32). The check costs a comparison per pixel; an image it
-    sends back costs a float32 forward on top of the reduced one.
+    one picture (auto keeps that model in fp32).
+
+    Cost: an image sent back costs a reduced forward on top of the float32 one, so a network whose maps
+    keep failing the check would run slower than float32 alone. `GuardLedger` bounds that: before each
+    batch it counts what the run has cost so far against what float32 alone would have cost, and tries
+    the reduced precision only on as many images as can fail without the run exceeding float32's cost by
+    more than `budget` (a share) plus one image's reduced forward; the rest run in float32 directly.
+    `cost_ratio` is a reduced forward's time over a float32 one's: None measures it in the run (each
+    image sent back is timed in both precisions), a number fixes it.
     """
 
     band: float = 0.1
     share: float = 0.001
+    budget: float = 0.05
+    cost_ratio: float | None = None
 
     def __post_init__(self):
         if not 0 < self.band < 1 or not 0 <= self.share < 1:
             raise ValueError(f"PrecisionGuard needs 0 < band < 1 and 0 <= share < 1, not {self.band}, {self.share}")
+        if not self.budget >= 0 or (self.cost_ratio is not None and not self.cost_ratio > 0):
+            raise ValueError(f"PrecisionGuard needs budget >= 0 and cost_ratio > 0 (or None: measured), not "
+                             f"{self.budget}, {self.cost_ratio}")
 
     def undecided(self, probability: torch.Tensor, threshold: float) -> float:
         """Share of the pixels whose probability lies within `band` of `threshold`."""
@@ -72,18 +86,68 @@ class PrecisionGuard:
 
 
 @dataclass
-class GuardCounts:
-    """How many images the precision guard checked, and how many it computed again in float32."""
+class GuardLedger:
+    """What the precision guard did in a Detector's run so far, and the cost bound it keeps.
 
-    checked: int = 0
-    recomputed: int = 0
-    # the undecided share of each image of the latest `predict` (only that one: a long run keeps no list)
-    last_undecided: list[float] = field(default_factory=list)
+    Costs are counted in float32 image forwards. An image tried below float32 and kept costs r (the
+    cost ratio), one sent back r + 1, one run in float32 directly 1; float32 alone would have cost 1
+    each. So the run's extra cost over float32 is r * recomputed - (1 - r) * kept, and `reduced_share`
+    lets a batch try only as many images as keep it within budget * images + r even if all of them are
+    sent back: by induction the whole run never costs more than float32's by more than that.
+    """
 
-    def add(self, share: float, recomputed: bool) -> None:
-        self.checked += 1
-        self.recomputed += int(recomputed)
-        self.last_undecided.append(share)
+    images: int = 0  # images decided so far (tried below float32 or run in float32 directly)
+    checked: int = 0  # tried below float32 and checked by the guard
+    recomputed: int = 0  # of those, computed again in float32
+    direct: int = 0  # run in float32 without a try, because the budget did not allow one
+    reduced_seconds: float = 0.0  # time in reduced forwards and in float32 forwards, and their images
+    reduced_timed: int = 0
+    float32_seconds: float = 0.0
+    float32_timed: int = 0
+    # the latest `predict`'s images, in order (only that one: a long run keeps no list)
+    last_undecided: list[float] = field(default_factory=list)  # undecided share of each image checked
+    last_precisions: list[str | None] = field(default_factory=list)  # what produced each map; None: not run
+
+    def cost_ratio(self, guard: PrecisionGuard) -> float:
+        """The guard's, else the measured ratio of reduced to float32 seconds per image (1 until both are
+        timed: a reduced forward is assumed to cost as much as a float32 one)."""
+        if guard.cost_ratio is not None:
+            return guard.cost_ratio
+        if not self.reduced_timed or not self.float32_timed or self.float32_seconds <= 0:
+            return 1.0
+        return (self.reduced_seconds / self.reduced_timed) / (self.float32_seconds / self.float32_timed)
+
+    def extra_cost(self, guard: PrecisionGuard) -> float:
+        """The run's cost beyond float32's so far, in float32 image forwards (negative: saved)."""
+        r = self.cost_ratio(guard)
+        return r * self.recomputed - (1 - r) * (self.checked - self.recomputed)
+
+    def reduced_share(self, guard: PrecisionGuard, batch: int) -> int:
+        """How many of the next `batch` images may be tried below float32 (the first ones)."""
+        r = self.cost_ratio(guard)
+        allowed = guard.budget * (self.images + batch) + r - self.extra_cost(guard)
+        if allowed >= batch * r:  # also an infinite budget (no bound)
+            return batch
+        return max(0, int(allowed / r + 1e-9))
+
+    def record(self, tried: int, recomputed: int, direct: int) -> None:
+        self.images += tried + direct
+        self.checked += tried
+        self.recomputed += recomputed
+        self.direct += direct
+
+    def time(self, precision: str, seconds: float, images: int) -> None:
+        if precision == "fp32":
+            self.float32_seconds += seconds
+            self.float32_timed += images
+        else:
+            self.reduced_seconds += seconds
+            self.reduced_timed += images
+
+    def summary(self) -> str:
+        """One line for reports: how many images the guard computed again and ran directly in float32."""
+        return (f"precision guard: {self.recomputed} of {self.checked} images computed again in fp32, "
+                f"{self.direct} run in fp32 directly (cost bound)")
 
 
 # The float32 weights of each network a reduced-precision Detector casts, kept for the guard's
@@ -119,7 +183,9 @@ class Detector:
     again in float32, from a float32 copy of the weights made before they are cast (on the CPU that
     copy costs float32 weights' memory on top of the reduced ones; on a GPU it is moved there on the
     first recomputation). A network handed over already below float32 has no such copy and runs
-    unguarded. `guard_counts` counts what the guard did.
+    unguarded. The guard also bounds what it costs (see `PrecisionGuard`): `guard_counts` (a
+    `GuardLedger`) counts what it did over the Detector's life, and `last_precisions` says which
+    precision produced each map of the latest `predict`.
     """
 
     def __init__(
@@ -161,7 +227,7 @@ class Detector:
         self.compiled = compile
         self.model = model.eval()
         self.guard = guard
-        self.guard_counts = GuardCounts()
+        self.guard_counts = GuardLedger()
         guarded = guard is not None and output == "logits" and dtype != torch.float32
         self._float32 = _float32_copy(self.model) if guarded else None  # before load() casts the weights
         self.load()
@@ -183,8 +249,20 @@ class Detector:
 
     @property
     def precision(self) -> str:
-        """'fp32', 'bf16' or 'fp16': what the network computes in (reported by the CLI and nodes)."""
+        """'fp32', 'bf16' or 'fp16': what the network computes in first (reported by the CLI and nodes;
+        with a guard, `last_precisions` says what produced each map)."""
         return precision_name(self.dtype)
+
+    @property
+    def guarded(self) -> bool:
+        """Whether the guard checks this detector's maps (below float32, with a float32 copy to go back to)."""
+        return self.guard is not None and self._float32 is not None
+
+    @property
+    def last_precisions(self) -> list[str | None]:
+        """The precision that produced each map of the latest `predict` ('fp32' for an image the guard
+        computed again or ran in float32 directly), in the images' order; None for an image not run."""
+        return list(self.guard_counts.last_precisions)
 
     def with_input_size(self, input_size: int | None) -> "Detector":
         """The same loaded network run at another size (shares the weights, loads nothing)."""
@@ -243,6 +321,7 @@ class Detector:
         check_threshold(threshold)
         self.guard_counts.last_undecided = []
         frames, as_list = _split_images(images)
+        precisions: list[str | None] = [None] * len(frames)
         results: list[torch.Tensor | None] = [None] * len(frames)
         runnable = []
         for i, frame in enumerate(frames):
@@ -257,12 +336,14 @@ class Detector:
                 batch = [frames[i] for i in indices]
                 probs = run_within_memory(partial(self._forward, threshold=threshold),
                                           partial(self._forward_tiled, threshold=threshold), batch, self.device)
-                for i, prob in zip(indices, probs):
-                    check_finite_output(prob, i, self.info.name, self.precision)
+                for i, (prob, precision) in zip(indices, probs):
+                    check_finite_output(prob, i, self.info.name, precision)
                     results[i] = prob.to(frames[i].device)
+                    precisions[i] = precision
                 done += len(indices)
                 if progress is not None:
                     progress(done, len(frames))
+        self.guard_counts.last_precisions = precisions
         if as_list:
             return results
         if not results:  # an empty batch [0, H, W, 3] gives an empty [0, H, W]
@@ -308,33 +389,65 @@ class Detector:
             x = torch.cat([self.preprocess(f.unsqueeze(0)) for f in frames])
         return x.to(dtype or self.dtype)
 
-    def _forward(self, frames: list[torch.Tensor], threshold: float) -> list[torch.Tensor]:
-        """Frames [H, W, 3] (any sizes at a fixed input size) -> probability maps [H, W], float32."""
-        maps = self._probabilities(frames, self._network(self._network_input(frames)))
-        undecided = self._undecided(maps, threshold)
-        if undecided:  # one float32 batch for the images the guard sends back
-            again = [frames[i] for i in undecided]
-            exact = self._probabilities(again, self._float32_network()(self._network_input(again, torch.float32)))
-            for i, prob in zip(undecided, exact):
+    def _forward(self, frames: list[torch.Tensor], threshold: float) -> list[tuple[torch.Tensor, str]]:
+        """Frames [H, W, 3] (any sizes at a fixed input size) -> (probability map [H, W] float32, the
+        precision that produced it) each. With a guard, the first images the ledger allows run below
+        float32 and are checked; the rest, and those the guard sends back, run in one float32 batch."""
+        if not self.guarded:
+            maps = self._probabilities(frames, self._network(self._network_input(frames)))
+            return [(prob, self.precision) for prob in maps]
+        tried = self.guard_counts.reduced_share(self.guard, len(frames))
+        maps: list[torch.Tensor | None] = [None] * len(frames)
+        if tried:
+            x = self._network_input(frames[:tried])
+            maps[:tried] = self._timed(self.precision, tried,
+                                       lambda: self._probabilities(frames[:tried], self._network(x)))
+        again = self._undecided(maps[:tried], threshold)
+        exact = again + list(range(tried, len(frames)))
+        if exact:
+            subset = [frames[i] for i in exact]
+            x = self._network_input(subset, torch.float32)
+            for i, prob in zip(exact, self._timed("fp32", len(exact), lambda: self._probabilities(
+                    subset, self._float32_network()(x)))):
                 maps[i] = prob
-        return maps
+        self.guard_counts.record(tried, len(again), len(frames) - tried)
+        return [(prob, "fp32" if i in exact else self.precision) for i, prob in enumerate(maps)]
 
-    def _forward_tiled(self, frame: torch.Tensor, threshold: float) -> torch.Tensor:
+    def _forward_tiled(self, frame: torch.Tensor, threshold: float) -> tuple[torch.Tensor, str]:
         """One frame's probability map with the network run on the largest overlapping tiles that fit."""
-        prob = self._probabilities([frame], run_in_fitting_tiles(self._network, self._network_input([frame])))[0]
-        if self._undecided([prob], threshold):
-            x = self._network_input([frame], torch.float32)
-            prob = self._probabilities([frame], run_in_fitting_tiles(self._float32_network(), x))[0]
-        return prob
+        if not self.guarded:
+            x = self._network_input([frame])
+            return self._probabilities([frame], run_in_fitting_tiles(self._network, x))[0], self.precision
+        tried = self.guard_counts.reduced_share(self.guard, 1)
+        if tried:
+            x = self._network_input([frame])
+            prob = self._timed(self.precision, 1, lambda: self._probabilities(
+                [frame], run_in_fitting_tiles(self._network, x))[0])
+            again = len(self._undecided([prob], threshold))
+            if not again:
+                self.guard_counts.record(1, 0, 0)
+                return prob, self.precision
+        x = self._network_input([frame], torch.float32)
+        prob = self._timed("fp32", 1, lambda: self._probabilities(
+            [frame], run_in_fitting_tiles(self._float32_network(), x))[0])
+        self.guard_counts.record(tried, tried, 1 - tried)
+        return prob, "fp32"
+
+    def _timed(self, precision: str, images: int, compute: Callable[[], object]):
+        """compute(), its time added to the ledger's (which measures the cost ratio between precisions)."""
+        start = time.perf_counter()
+        result = compute()
+        if self.device.type == "cuda":  # kernels run asynchronously: wait for them before reading the clock
+            torch.cuda.synchronize(self.device)
+        self.guard_counts.time(precision, time.perf_counter() - start, images)
+        return result
 
     def _undecided(self, maps: list[torch.Tensor], threshold: float) -> list[int]:
-        """Indices of the maps the guard sends back to float32 (none at float32 or without a guard)."""
-        if self.guard is None or self._float32 is None:  # no copy at float32: nothing to guard
-            return []
+        """Indices of the maps the guard sends back to float32."""
         again = []
         for i, prob in enumerate(maps):
             share = self.guard.undecided(prob, threshold)
-            self.guard_counts.add(share, share > self.guard.share)
+            self.guard_counts.last_undecided.append(share)
             if share > self.guard.share:
                 again.append(i)
         return again

@@ -36,8 +36,8 @@ class SwinUPerNetConfig(ModelConfig):
 
 class SwinUPerNet(nn.Module):
     architecture = "swin_upernet"
-    # precision="auto" may run it in bf16/fp16: 2.9x faster on CPUs with AMX, masks of fp32 kept
-    # (99.98% of pixels with the official weights; tests/test_precision.py, README benchmark).
+    # precision="auto" may run it in bf16/fp16: 2.9x faster on CPUs with AMX, 1.75-2x with AVX512-BF16 alone,
+    # masks of fp32 kept by the Detector's precision guard (tests/test_precision.py, docs/benchmarks-precision.md).
     auto_low_precision = True
 
     def __init__(self, config: SwinUPerNetConfig = SwinUPerNetConfig(), drop_path_rate: float = 0.0):
