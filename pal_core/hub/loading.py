@@ -295,7 +295,7 @@ def load_detector(
     `input_size` is the square size the network runs at: "model" (default) takes the size saved in
     the model file (PAL4VST: 512), None runs it at each image's own size, as mmsegmentation does for
     whole-image inference. `compile=True` wraps the network in torch.compile (the first call traces
-    and compiles it: slow once, see the README's benchmark). `trust_code=True` allows a TorchScript
+    and compiles it: slow once, see docs/benchmarks.md). `trust_code=True` allows a TorchScript
     file whose weights cannot be read as data to run as the program it is (its code can do anything
     a Python script can); without it such a file is refused.
     """

@@ -33,7 +33,7 @@ class LiteFPN(nn.Module):
     architecture = "lite_fpn"
     # precision="auto" keeps fp32: in bf16 only 99.80% of the shipped model's mask pixels stay those of
     # fp32 on real-size images (99.91% even with the encoder in fp32), below the 99.9% we require, and
-    # the speed-up is small for a network this size (tests/test_precision.py, README).
+    # the speed-up is small for a network this size (tests/test_precision.py, docs/benchmarks.md).
     auto_low_precision = False
 
     def __init__(self, config: LiteFPNConfig = LiteFPNConfig()):
