@@ -176,10 +176,11 @@ def detect_all(args: argparse.Namespace, images: list[Path], detector, settings:
             rows.append(detect_row(path.name, image, mask, prob, boxes, record["par"]))
         console.image_done()
     console.close()
-    for line in tally.summary(str(args.out) if args.out is not None else None):
+    ledger = detector.guard_counts
+    if detector.guarded and ledger.images:  # precision auto below fp32: how often fp32 made the maps instead
+        console.line(f"pal detect: {ledger.summary()}")
+    for line in tally.summary(str(args.out) if args.out is not None else None):  # the summary comes last
         console.line(f"pal detect: {line}")
-    if detector.guarded:  # precision auto below fp32: say how often fp32 produced the maps instead
-        console.line(f"pal detect: {detector.guard_counts.summary()}")
     if tally.failed:
         console.error(f"{tally.failed} of {tally.images} images could not be read or scored")
     if write_failures:
