@@ -207,6 +207,19 @@ class _DataUnpickler(pickle.Unpickler):
         return self.storages[key]
 
 
+def stored_entry(archive: zipfile.ZipFile, name: str, dtype: torch.dtype, numel: int) -> zipfile.ZipInfo:
+    """The zip entry holding a storage's bytes, checked: present, uncompressed, exactly numel items long."""
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise PickleReadError(f"tensor data '{name}' is missing from the archive") from None
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    if info.compress_type != zipfile.ZIP_STORED or info.file_size != numel * itemsize:
+        raise PickleReadError(f"tensor data '{name}' has {info.file_size} bytes, expected {numel} x {itemsize} "
+                              "stored uncompressed")
+    return info
+
+
 class _MappedArchive:
     """The archive's storages as views of one private (copy-on-write) memory map: read on first touch."""
 
@@ -216,20 +229,12 @@ class _MappedArchive:
         self.map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY) if self.size else None
 
     def storage(self, key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
-        name = f"{self.root}/data/{key}"
-        try:
-            info = self.archive.getinfo(name)
-        except KeyError:
-            raise PickleReadError(f"tensor data '{name}' is missing from the archive") from None
-        itemsize = torch.empty(0, dtype=dtype).element_size()
-        if info.compress_type != zipfile.ZIP_STORED or info.file_size != numel * itemsize:
-            raise PickleReadError(f"tensor data '{name}' has {info.file_size} bytes, expected {numel} x {itemsize} "
-                                  "stored uncompressed")
+        info = stored_entry(self.archive, f"{self.root}/data/{key}", dtype, numel)
         if numel == 0:
             return torch.empty(0, dtype=dtype)
         start = self._data_offset(info)
         if start + info.file_size > self.size:
-            raise PickleReadError(f"tensor data '{name}' reaches past the end of the file")
+            raise PickleReadError(f"tensor data '{info.filename}' reaches past the end of the file")
         return torch.frombuffer(self.map, dtype=dtype, count=numel, offset=start)
 
     def _data_offset(self, info: zipfile.ZipInfo) -> int:

@@ -21,7 +21,7 @@ from collections import OrderedDict
 
 import torch
 
-from .torch_pickle import STORAGE_DTYPES, PickleReadError, StorageType, rebuild_tensor
+from .torch_pickle import STORAGE_DTYPES, PickleReadError, StorageType, rebuild_tensor, stored_entry
 
 _MAX_PICKLE_BYTES = 256 * 2**20  # the module tree without its tensors is kilobytes; a bigger one is hostile
 
@@ -73,15 +73,7 @@ class _WeightsUnpickler(pickle.Unpickler):
         return self.storages[key]
 
     def _read_storage(self, key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
-        name = f"{self.root}/data/{key}"
-        try:
-            info = self.archive.getinfo(name)
-        except KeyError:
-            raise TorchScriptReadError(f"tensor data '{name}' is missing from the archive") from None
-        itemsize = torch.empty(0, dtype=dtype).element_size()
-        if info.compress_type != zipfile.ZIP_STORED or info.file_size != numel * itemsize:
-            raise TorchScriptReadError(f"tensor data '{name}' has {info.file_size} bytes, expected "
-                                       f"{numel} x {itemsize} stored uncompressed")
+        info = stored_entry(self.archive, f"{self.root}/data/{key}", dtype, numel)  # PickleReadError: see below
         return torch.frombuffer(bytearray(self.archive.read(info)), dtype=dtype) if numel else torch.empty(0, dtype=dtype)
 
 
@@ -106,7 +98,7 @@ def read_torchscript_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]
             tree = _WeightsUnpickler(archive.read(info), archive, root).load()
     except TorchScriptReadError:
         raise
-    except PickleReadError as error:  # a tensor that does not fit its storage (the check is shared)
+    except PickleReadError as error:  # a tensor or storage entry that does not fit (the checks are shared)
         raise TorchScriptReadError(str(error)) from error
     except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             IndexError, KeyError, RecursionError, MemoryError, OverflowError) as error:
