@@ -188,15 +188,18 @@ def test_the_guard_keeps_one_float32_copy_and_none_for_a_model_already_cast(tiny
 
 
 class ForwardCounter:
-    """Counts the images each network of a guarded detector runs (by the batches its forward receives)."""
+    """Counts the images each network of a guarded detector runs, and the size of each batch it receives."""
 
     def __init__(self, detector: Detector):
         self.reduced = self.float32 = 0
+        self.reduced_batches: list[int] = []
         detector.model.register_forward_hook(lambda module, args, out: self._add("reduced", args[0]))
         detector._float32.register_forward_hook(lambda module, args, out: self._add("float32", args[0]))
 
     def _add(self, which: str, x: torch.Tensor) -> None:
         setattr(self, which, getattr(self, which) + x.shape[0])
+        if which == "reduced":
+            self.reduced_batches.append(x.shape[0])
 
 
 def guarded_detector(guard: PrecisionGuard, batch_size: int = 1) -> Detector:
@@ -231,21 +234,75 @@ def test_the_guard_cost_stays_within_its_budget_when_every_image_goes_back(tiny_
 
 
 def test_the_guard_ramps_up_to_whole_batches_when_images_pass(tiny_detector_file):
-    """At threshold 0.3 every bf16 map is decided. In batches of 8 the first may try only 2 images (the
-    ledger has nothing saved yet: 0.1 * 8 + 0.5 allows 2 halves), the second 6 (2 images saved 0.5 each),
-    then all: 32 of 40 images in bf16, never more extra cost than the budget allows."""
+    """At threshold 0.3 every bf16 map is decided. Within the first batch of 8 the ledger lets a first try
+    take only 2 images (nothing saved yet: 0.1 * 8 + 0.5 allows 2 halves), the next 4 (2 images saved 0.5
+    each: 0.8 + 0.5 + 1.0), the last 2; then whole batches: all 40 images in bf16 (before tries were
+    split, the 6 the first try left over ran in float32)."""
     guard = PrecisionGuard(budget=0.1, cost_ratio=0.5)
     detector = guarded_detector(guard, batch_size=8)
     counter = ForwardCounter(detector)
     images = torch.rand(40, 48, 48, 3, generator=torch.Generator().manual_seed(2))
     probs = detector.predict(images, threshold=0.3)
     ledger = detector.guard_counts
-    assert (counter.reduced, counter.float32) == (32, 8)
-    assert (ledger.checked, ledger.recomputed, ledger.direct) == (32, 0, 8)
-    assert detector.last_precisions == ["bf16"] * 2 + ["fp32"] * 6 + ["bf16"] * 6 + ["fp32"] * 2 + ["bf16"] * 24
-    assert ledger.extra_cost(guard) == pytest.approx(-16.0)
+    assert (counter.reduced, counter.float32) == (40, 0)
+    assert counter.reduced_batches == [2, 4, 2, 8, 8, 8, 8]
+    assert (ledger.checked, ledger.recomputed, ledger.direct, ledger.compared) == (40, 0, 0, 0)
+    assert detector.last_precisions == ["bf16"] * 40
+    assert ledger.extra_cost(guard) == pytest.approx(-20.0)
     fp32 = load_detector(tiny_detector_file, device="cpu", dtype="fp32", input_size=64).predict(images)
     assert torch.equal(probs > 0.3, fp32 > 0.3)
+
+
+def test_the_guard_measures_the_error_on_an_image_it_sends_back_and_checks_later_ones_with_that_band():
+    """At threshold 0.45 every probability of the tiny model (0.51-0.59) lies within the starting band,
+    0.1: the first image goes back to float32, and its two maps measure bf16's error on this network
+    (~1e-3). The band becomes 3x that, at least 0.01, where no pixel is undecided: the following images
+    keep bf16's maps, whose masks equal float32's. The first image would have passed at the measured band,
+    so the ledger allows a second try at once (cost ratio 0.5, budget 0.05: 0.1 + 2 * 0.5 - 0.5 >= 0.5;
+    with one probe the next 9 images would have run in float32 directly)."""
+    images = torch.rand(6, 48, 48, 3, generator=torch.Generator().manual_seed(3))
+    guard = PrecisionGuard(budget=0.05, cost_ratio=0.5)
+    detector = guarded_detector(guard)
+    # the guarded detector's own two networks, run unguarded, one image at a time as below
+    fp32 = [Detector(detector._float32, detector.info, detector.preprocess).predict(image[None])[0] for image in images]
+    unguarded = Detector(detector.model, detector.info, detector.preprocess, dtype=torch.bfloat16)
+    bf16 = [unguarded.predict(image[None])[0] for image in images]
+    precisions, maps = [], []
+    for image in images:  # one call per image, as `pal detect` does
+        maps.append(detector.predict(image[None], threshold=0.45)[0])
+        precisions += detector.last_precisions
+    ledger = detector.guard_counts
+    assert precisions == ["fp32"] + ["bf16"] * 5
+    assert (ledger.checked, ledger.recomputed, ledger.direct, ledger.compared, ledger.probes) == (6, 1, 0, 1, 2)
+    assert ledger.largest_difference == pytest.approx(float((bf16[0] - fp32[0]).abs().max()))
+    assert 0 < ledger.largest_difference < 0.003 and ledger.band(guard) == 0.01
+    assert torch.equal(maps[0], fp32[0]) and all(torch.equal(m, b) for m, b in zip(maps[1:], bf16[1:]))
+    assert all(torch.equal(m > 0.45, f > 0.45) for m, f in zip(maps, fp32))
+    assert ledger.summary(guard).endswith(
+        f"band 0.01 around the threshold (3 x the largest bf16-fp32 difference measured, "
+        f"{ledger.largest_difference:.2g}, on 1 image)")
+
+    fixed = guarded_detector(PrecisionGuard(budget=float("inf"), margin=None))  # the band of earlier releases
+    fixed_maps = fixed.predict(images, threshold=0.45)
+    assert all(torch.equal(m > 0.45, f > 0.45) for m, f in zip(fixed_maps, fp32))
+    assert fixed.last_precisions == ["fp32"] * 6 and fixed.guard_counts.band(fixed.guard) == 0.1
+
+
+def test_a_measured_error_larger_than_assumed_widens_the_band():
+    """The band follows the error both ways: a margin that makes the measured band 0.3 sends back maps
+    0.21 from the threshold that the starting band (0.1) keeps. Bad settings are refused."""
+    images = torch.rand(2, 48, 48, 3, generator=torch.Generator().manual_seed(4))
+    for margin, kept in ((3.0, "bf16"), (1000.0, "fp32")):
+        guard = PrecisionGuard(budget=float("inf"), margin=margin)
+        detector = guarded_detector(guard)
+        detector.predict(images[:1], threshold=0.55)  # undecided: measures the error
+        assert detector.guard_counts.compared == 1
+        detector.predict(images[1:], threshold=0.3)
+        assert detector.last_precisions == [kept]
+    assert guard.measured_band(0.5) == 1.0 and guard.measured_band(0.0) == 0.01
+    for bad in (dict(margin=0.5), dict(min_band=0.0), dict(min_band=0.2)):
+        with pytest.raises(ValueError, match="margin >= 1"):
+            PrecisionGuard(**bad)
 
 
 def test_the_ledger_measures_the_cost_ratio_and_stops_a_precision_slower_than_fp32():

@@ -178,7 +178,7 @@ def detect_all(args: argparse.Namespace, images: list[Path], detector, settings:
     console.close()
     ledger = detector.guard_counts
     if detector.guarded and ledger.images:  # precision auto below fp32: how often fp32 made the maps instead
-        console.line(f"pal detect: {ledger.summary()}")
+        console.line(f"pal detect: {ledger.summary(detector.guard, detector.precision)}")
     for line in tally.summary(str(args.out) if args.out is not None else None):  # the summary comes last
         console.line(f"pal detect: {line}")
     if tally.failed:
