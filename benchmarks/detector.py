@@ -130,7 +130,7 @@ def agreement(reference: list, other: list) -> tuple[float, float, float]:
 
 
 def undecided(maps: list) -> list[float]:
-    """Per map: the share of pixels within 0.1 of the threshold (what the guard counts)."""
+    """Per map: the share of pixels within 0.1 of the threshold (what the guard counts with its starting band)."""
     return [float(((m - THRESHOLD).abs() < 0.1).float().mean()) for m in maps]
 
 
@@ -177,11 +177,12 @@ def time_rows(model: Path, rows: list[str], frames: list, batches: list[int], re
                 entry["cpu"].append(spent[row][1] / len(frames))
                 entry.setdefault("maps", maps[row])
                 ledger = detector.guard_counts
-                entry["ledger"].append((ledger.checked, ledger.recomputed, ledger.direct, detector.guarded))
+                band = ledger.band(detector.guard) if detector.guarded else None
+                entry["ledger"].append((ledger.checked, ledger.recomputed, ledger.direct, band))
+                summary = ledger.summary(detector.guard, detector.precision) if detector.guarded else ""
                 print(f"  {model.stem} {row} batch {batch} repeat {repeat + 1}: {entry['seconds'][-1]:.2f} s/image, "
-                      f"CPU {entry['cpu'][-1]:.2f} s/image ({detector.precision}"
-                      f"{', ' + ledger.summary() if detector.guarded else ''}; load {_load()})", file=sys.stderr,
-                      flush=True)
+                      f"CPU {entry['cpu'][-1]:.2f} s/image ({detector.precision}{', ' + summary if summary else ''}; "
+                      f"load {_load()})", file=sys.stderr, flush=True)
     return results
 
 
@@ -352,7 +353,7 @@ def table(model: str, timed: dict, mmseg: dict | None, memory: dict, rows: list[
                      f"ours fp32 vs mmseg: {total:.4%} of mask pixels equal (worst picture {worst:.4%}), "
                      f"largest probability difference {diff:.4f}")
     lines += ["", "| row | precision | batch | s/image (each repeat) | images/s | vs our fp32 | CPU s/image | CPU vs our fp32 "
-                  "| guard: tried/sent back/fp32 directly "
+                  "| guard: tried/sent back/fp32 directly (band at the end) "
                   "| masks equal to fp32 (all / worst picture) | largest prob. difference |"
                   + (f" peak MiB (batch {args.memory_batch}) |" if memory else ""),
               "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if memory else "")]
@@ -362,7 +363,7 @@ def table(model: str, timed: dict, mmseg: dict | None, memory: dict, rows: list[
         speed = f"{statistics.median(base['seconds']) / seconds:.2f}x" if base else "-"
         cpu = statistics.median(entry["cpu"])
         cpu_speed = f"{statistics.median(base['cpu']) / cpu:.2f}x" if base else "-"
-        checked = [f"{c}/{r}/{d}" for c, r, d, guarded in entry["ledger"] if guarded]
+        checked = [f"{c}/{r}/{d} (band {band:.3g})" for c, r, d, band in entry["ledger"] if band is not None]
         guard = ", ".join(checked) if checked else "-"
         agree = diff = "-"
         if fp32_maps is not None and row != "fp32":
@@ -371,6 +372,11 @@ def table(model: str, timed: dict, mmseg: dict | None, memory: dict, rows: list[
         peak = f" {memory[row]['peak_mib']:.0f} |" if row in memory else (" - |" if memory else "")
         lines.append(f"| {row} | {entry['precision']} | {batch} | {seconds:.2f} ({', '.join(f'{s:.2f}' for s in entry['seconds'])}) "
                      f"| {1 / seconds:.3f} | {speed} | {cpu:.2f} | {cpu_speed} | {guard} | {agree} | {diff} |{peak}")
+    for (row, batch), entry in timed.items():  # what the guard's band has to cover
+        if fp32_maps is not None and row != "fp32" and not any(band is not None for *_, band in entry["ledger"]):
+            differences = [float((a - b).abs().max()) for a, b in zip(fp32_maps, entry["maps"])]
+            lines.append(f"\n{row} (batch {batch}) vs fp32, largest probability difference per picture: "
+                         + ", ".join(f"{d:.4f}" for d in differences))
     return "\n".join(lines)
 
 
