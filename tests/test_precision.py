@@ -246,20 +246,20 @@ def test_the_guard_ramps_up_to_whole_batches_when_images_pass(tiny_detector_file
     ledger = detector.guard_counts
     assert (counter.reduced, counter.float32) == (40, 0)
     assert counter.reduced_batches == [2, 4, 2, 8, 8, 8, 8]
-    assert (ledger.checked, ledger.recomputed, ledger.direct, ledger.compared) == (40, 0, 0, 0)
+    assert (ledger.checked, ledger.recomputed, ledger.direct, ledger.error.images) == (40, 0, 0, 0)
     assert detector.last_precisions == ["bf16"] * 40
     assert ledger.extra_cost(guard) == pytest.approx(-20.0)
     fp32 = load_detector(tiny_detector_file, device="cpu", dtype="fp32", input_size=64).predict(images)
     assert torch.equal(probs > 0.3, fp32 > 0.3)
 
 
-def test_the_guard_measures_the_error_on_an_image_it_sends_back_and_checks_later_ones_with_that_band():
+def test_the_guard_measures_the_error_on_an_image_it_sends_back_and_judges_later_ones_by_it():
     """At threshold 0.45 every probability of the tiny model (0.51-0.59) lies within the starting band,
     0.1: the first image goes back to float32, and its two maps measure bf16's error on this network
-    (~1e-3). The band becomes 3x that, at least 0.01, where no pixel is undecided: the following images
-    keep bf16's maps, whose masks equal float32's. The first image would have passed at the measured band,
-    so the ledger allows a second try at once (cost ratio 0.5, budget 0.05: 0.1 + 2 * 0.5 - 0.5 >= 0.5;
-    with one probe the next 9 images would have run in float32 directly)."""
+    (~1e-3 in probability). Taken 3x, that error cannot carry any pixel of the following images across
+    the threshold (0.06 away at least): they keep bf16's maps, whose masks equal float32's. The first
+    image would have passed too, so the ledger allows a second try at once (cost ratio 0.5, budget 0.05:
+    0.1 + 2 * 0.5 - 0.5 >= 0.5; with one probe the next 9 images would have run in float32 directly)."""
     images = torch.rand(6, 48, 48, 3, generator=torch.Generator().manual_seed(3))
     guard = PrecisionGuard(budget=0.05, cost_ratio=0.5)
     detector = guarded_detector(guard)
@@ -273,36 +273,57 @@ def test_the_guard_measures_the_error_on_an_image_it_sends_back_and_checks_later
         precisions += detector.last_precisions
     ledger = detector.guard_counts
     assert precisions == ["fp32"] + ["bf16"] * 5
-    assert (ledger.checked, ledger.recomputed, ledger.direct, ledger.compared, ledger.probes) == (6, 1, 0, 1, 2)
-    assert ledger.largest_difference == pytest.approx(float((bf16[0] - fp32[0]).abs().max()))
-    assert 0 < ledger.largest_difference < 0.003 and ledger.band(guard) == 0.01
+    assert (ledger.checked, ledger.recomputed, ledger.direct, ledger.error.images, ledger.probes) == (6, 1, 0, 1, 2)
+    assert ledger.error.largest == pytest.approx(float((bf16[0] - fp32[0]).abs().max()))
+    assert 0 < ledger.error.largest < 0.003 and ledger.error.logit_errors.numel() == 48 * 48
+    assert ledger.last_undecided == [0.0]  # the last image: no pixel can flip
     assert torch.equal(maps[0], fp32[0]) and all(torch.equal(m, b) for m, b in zip(maps[1:], bf16[1:]))
     assert all(torch.equal(m > 0.45, f > 0.45) for m, f in zip(maps, fp32))
     assert ledger.summary(guard).endswith(
-        f"band 0.01 around the threshold (3 x the largest bf16-fp32 difference measured, "
-        f"{ledger.largest_difference:.2g}, on 1 image)")
+        f"; bf16's error measured on 1 image (largest probability difference {ledger.error.largest:.2g}), taken 3x")
 
-    fixed = guarded_detector(PrecisionGuard(budget=float("inf"), margin=None))  # the band of earlier releases
+    fixed = guarded_detector(PrecisionGuard(budget=float("inf"), margin=None))  # only the band, as before
     fixed_maps = fixed.predict(images, threshold=0.45)
     assert all(torch.equal(m > 0.45, f > 0.45) for m, f in zip(fixed_maps, fp32))
-    assert fixed.last_precisions == ["fp32"] * 6 and fixed.guard_counts.band(fixed.guard) == 0.1
+    assert fixed.last_precisions == ["fp32"] * 6
+    assert fixed.guard_counts.summary(fixed.guard).endswith("; pixels within 0.1 of the threshold counted as undecided")
 
 
-def test_a_measured_error_larger_than_assumed_widens_the_band():
-    """The band follows the error both ways: a margin that makes the measured band 0.3 sends back maps
-    0.21 from the threshold that the starting band (0.1) keeps. Bad settings are refused."""
+def test_the_measured_error_predicts_how_many_mask_pixels_flip():
+    """A map whose logits run evenly from -4 to 4, "computed" twice with rounding noise of known size
+    (0.05 in logits): the error measured on the first copy predicts the flips of the second within 15%,
+    and taking it 3x larger predicts about 3x as many (the distances are spread evenly)."""
+    from pal_core.detect.guard import MeasuredError
+
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.linspace(-4, 4, 256 * 256).reshape(256, 256)
+    float32 = torch.sigmoid(logits)
+    first, second = (torch.sigmoid(logits + 0.05 * torch.randn(256, 256, generator=generator)) for _ in range(2))
+    error = MeasuredError()
+    error.add(first, float32, threshold=0.5)
+    assert error.images == 1 and error.largest == pytest.approx(float((first - float32).abs().max()))
+    assert error.logit_errors.numel() == int(((logits.abs() < 2)).sum())  # pixels near the threshold only
+    flipped = float(((second > 0.5) != (float32 > 0.5)).float().mean())
+    assert flipped > 5e-4  # enough flips to compare with
+    assert error.flip_share(second, 0.5, margin=1.0) == pytest.approx(flipped, rel=0.15)
+    assert 2.5 < error.flip_share(second, 0.5, margin=3.0) / error.flip_share(second, 0.5, margin=1.0) < 3.5
+    assert error.flip_share(torch.full((8, 8), 0.99), 0.5, margin=3.0) == 0.0  # far from the threshold
+
+
+def test_a_measured_error_larger_than_assumed_makes_the_guard_stricter():
+    """At threshold 0.3 the tiny model's maps (0.51-0.59) lie outside the starting band: kept in bf16. Once
+    an error is measured, it decides: 3x it cannot reach the threshold (kept), 1000x it can (sent back)."""
     images = torch.rand(2, 48, 48, 3, generator=torch.Generator().manual_seed(4))
     for margin, kept in ((3.0, "bf16"), (1000.0, "fp32")):
-        guard = PrecisionGuard(budget=float("inf"), margin=margin)
-        detector = guarded_detector(guard)
+        detector = guarded_detector(PrecisionGuard(budget=float("inf"), margin=margin))
+        detector.predict(images[1:], threshold=0.3)
+        assert detector.last_precisions == ["bf16"]
         detector.predict(images[:1], threshold=0.55)  # undecided: measures the error
-        assert detector.guard_counts.compared == 1
+        assert detector.guard_counts.error.images == 1
         detector.predict(images[1:], threshold=0.3)
         assert detector.last_precisions == [kept]
-    assert guard.measured_band(0.5) == 1.0 and guard.measured_band(0.0) == 0.01
-    for bad in (dict(margin=0.5), dict(min_band=0.0), dict(min_band=0.2)):
-        with pytest.raises(ValueError, match="margin >= 1"):
-            PrecisionGuard(**bad)
+    with pytest.raises(ValueError, match="margin >= 1"):
+        PrecisionGuard(margin=0.5)
 
 
 def test_the_ledger_measures_the_cost_ratio_and_stops_a_precision_slower_than_fp32():

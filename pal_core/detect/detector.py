@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import time
 import weakref
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable, Iterator, Literal, Sequence
 
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .devices import precision_name
+from .guard import GuardLedger, PrecisionGuard
 from .masks import DEFAULT_THRESHOLD, check_threshold, par_of_probability
 from .memory import run_in_fitting_tiles, run_within_memory
 from .preprocess import Preprocess
@@ -37,158 +38,6 @@ class DetectorInfo:
     source: str  # where it was loaded from
     format: str  # "safetensors", "mmseg", "torchscript-weights" (read as data) or "torchscript" (run as a program)
     architecture: str
-
-
-@dataclass(frozen=True)
-class PrecisionGuard:
-    """Keeps the masks of a network run below float32 those of float32, image by image, at a bounded cost.
-
-    Masks: after a reduced-precision (bf16/fp16) forward, an image whose probability map has more than
-    `share` of its pixels within the band of the mask threshold is computed again in float32 (with
-    float32 weights kept for that), and the float32 map is returned. Why this holds the mask: a
-    pixel's mask can differ from float32's only if the two probabilities lie on both sides of the
-    threshold, so while the reduced-precision error stays below the band, only pixels within the band
-    can flip; at most `share` of them pass unchecked. So each image's mask equals float32's on at
-    least 1 - `share` of its pixels (99.9% by default) wherever the error stays within the band.
-
-    The band: `band` (0.1) until the run has measured the network's error, then `margin` times the
-    largest bf16-vs-fp32 probability difference measured so far, never below `min_band`. Every image
-    sent back is computed in both precisions, so each one measures the error on this network, these
-    weights and this device for free (`GuardLedger.largest_difference`). Why measure: the error depends
-    on the weights (0.0008 for a random Swin-B, 0.014 for a briefly distilled one, 0.009 for the trained
-    PAL4VST weights, 0.52 for PAL-lite), and a fixed band wide enough for all of them sends back nearly
-    every image with a visible artifact, whose mask edge alone puts more than 0.1% of the pixels
-    within 0.1 of the threshold (docs/benchmarks-precision.md). The measured band also grows when the
-    error is larger than assumed (up to 1: every pixel undecided, every image back to float32). So the
-    promise is empirical: masks equal float32's on >= 1 - `share` of each image's pixels while the error
-    on later images stays within `margin` times the largest seen. `margin` None keeps `band` fixed.
-    Probabilities are steepest in their logits at 0.5, so the largest difference is measured where it
-    matters and a band measured there also covers other thresholds.
-
-    Cost: an image sent back costs a reduced forward on top of the float32 one, so a network whose maps
-    keep failing the check would run slower than float32 alone. `GuardLedger` bounds that: before each
-    try it counts what the run has cost so far against what float32 alone would have cost, and tries
-    the reduced precision only on as many images as can fail without the run exceeding float32's cost by
-    more than `budget` (a share) plus one image's reduced forward (two when the first image sent back
-    would have passed at the band it measured: the second try is what that measurement buys); the rest
-    run in float32 directly. `cost_ratio` is a reduced forward's time over a float32 one's: None measures
-    it in the run (each image sent back is timed in both precisions), a number fixes it.
-    """
-
-    band: float = 0.1
-    share: float = 0.001
-    budget: float = 0.05
-    cost_ratio: float | None = None
-    margin: float | None = 3.0
-    min_band: float = 0.01
-
-    def __post_init__(self):
-        if not 0 < self.band < 1 or not 0 <= self.share < 1:
-            raise ValueError(f"PrecisionGuard needs 0 < band < 1 and 0 <= share < 1, not {self.band}, {self.share}")
-        if not self.budget >= 0 or (self.cost_ratio is not None and not self.cost_ratio > 0):
-            raise ValueError(f"PrecisionGuard needs budget >= 0 and cost_ratio > 0 (or None: measured), not "
-                             f"{self.budget}, {self.cost_ratio}")
-        if (self.margin is not None and not self.margin >= 1) or not 0 < self.min_band <= self.band:
-            raise ValueError(f"PrecisionGuard needs margin >= 1 (or None: band fixed) and 0 < min_band <= band, "
-                             f"not {self.margin}, {self.min_band}")
-
-    def measured_band(self, largest_difference: float) -> float:
-        """The band once an error of `largest_difference` has been measured (at most 1: all undecided)."""
-        if self.margin is None:
-            return self.band
-        return min(1.0, max(self.min_band, self.margin * largest_difference))
-
-    def undecided(self, probability: torch.Tensor, threshold: float, band: float | None = None) -> float:
-        """Share of the pixels whose probability lies within `band` (default: the starting one) of `threshold`."""
-        return float(((probability - threshold).abs() < (self.band if band is None else band)).float().mean())
-
-
-@dataclass
-class GuardLedger:
-    """What the precision guard did in a Detector's run so far, the error it measured and the cost bound it keeps.
-
-    Costs are counted in float32 image forwards. An image tried below float32 and kept costs r (the
-    cost ratio), one sent back r + 1, one run in float32 directly 1; float32 alone would have cost 1
-    each. So the run's extra cost over float32 is r * recomputed - (1 - r) * kept, and `reduced_share`
-    lets a try take only as many images as keep it within budget * images + probes * r even if all of
-    them are sent back: by induction the whole run never costs more than float32's by more than that.
-    """
-
-    images: int = 0  # images decided so far (tried below float32 or run in float32 directly)
-    checked: int = 0  # tried below float32 and checked by the guard
-    recomputed: int = 0  # of those, computed again in float32
-    direct: int = 0  # run in float32 without a try, because the budget did not allow one
-    reduced_seconds: float = 0.0  # time in reduced forwards and in float32 forwards, and their images
-    reduced_timed: int = 0
-    float32_seconds: float = 0.0
-    float32_timed: int = 0
-    compared: int = 0  # images computed in both precisions (those sent back)
-    largest_difference: float = 0.0  # the largest |reduced - float32| probability over their pixels
-    probes: int = 1  # reduced forwards the bound allows beyond its budget (see PrecisionGuard)
-    # the latest `predict`'s images, in order (only that one: a long run keeps no list)
-    last_undecided: list[float] = field(default_factory=list)  # undecided share of each image checked
-    last_precisions: list[str | None] = field(default_factory=list)  # what produced each map; None: not run
-
-    def band(self, guard: PrecisionGuard) -> float:
-        """The band images are checked with now: the guard's until an error is measured, then the measured one."""
-        return guard.measured_band(self.largest_difference) if self.compared else guard.band
-
-    def compare(self, guard: PrecisionGuard, reduced: torch.Tensor, float32: torch.Tensor, threshold: float) -> None:
-        """Learns from an image computed in both precisions: the error, and, on the first, whether the band
-        it gives would have kept the reduced map (then one more try is worth its cost)."""
-        self.largest_difference = max(self.largest_difference, float((reduced - float32).abs().max()))
-        self.compared += 1
-        if self.compared == 1 and guard.undecided(reduced, threshold, self.band(guard)) <= guard.share:
-            self.probes = 2
-
-    def cost_ratio(self, guard: PrecisionGuard) -> float:
-        """The guard's, else the measured ratio of reduced to float32 seconds per image (1 until both are
-        timed: a reduced forward is assumed to cost as much as a float32 one)."""
-        if guard.cost_ratio is not None:
-            return guard.cost_ratio
-        if not self.reduced_timed or not self.float32_timed or self.float32_seconds <= 0:
-            return 1.0
-        return (self.reduced_seconds / self.reduced_timed) / (self.float32_seconds / self.float32_timed)
-
-    def extra_cost(self, guard: PrecisionGuard) -> float:
-        """The run's cost beyond float32's so far, in float32 image forwards (negative: saved)."""
-        r = self.cost_ratio(guard)
-        return r * self.recomputed - (1 - r) * (self.checked - self.recomputed)
-
-    def reduced_share(self, guard: PrecisionGuard, batch: int) -> int:
-        """How many of the next `batch` images may be tried below float32 (the first ones)."""
-        r = self.cost_ratio(guard)
-        allowed = guard.budget * (self.images + batch) + self.probes * r - self.extra_cost(guard)
-        if allowed >= batch * r:  # also an infinite budget (no bound)
-            return batch
-        return max(0, int(allowed / r + 1e-9))
-
-    def record(self, tried: int, recomputed: int, direct: int) -> None:
-        self.images += tried + direct
-        self.checked += tried
-        self.recomputed += recomputed
-        self.direct += direct
-
-    def time(self, precision: str, seconds: float, images: int) -> None:
-        if precision == "fp32":
-            self.float32_seconds += seconds
-            self.float32_timed += images
-        else:
-            self.reduced_seconds += seconds
-            self.reduced_timed += images
-
-    def summary(self, guard: PrecisionGuard | None = None, precision: str = "bf16") -> str:
-        """One line for reports: how many images the guard computed again and ran directly in float32, and
-        (given the guard) the band it checked with; `precision` names the reduced one."""
-        line = (f"precision guard: {self.recomputed} of {self.checked} images computed again in fp32, "
-                f"{self.direct} run in fp32 directly (cost bound)")
-        if guard is None:
-            return line
-        if not self.compared or guard.margin is None:
-            return f"{line}; band {self.band(guard):.3g} around the threshold"
-        return (f"{line}; band {self.band(guard):.3g} around the threshold ({guard.margin:g} x the largest "
-                f"{precision}-fp32 difference measured, {self.largest_difference:.2g}, on {self.compared} "
-                f"image{'s' if self.compared != 1 else ''})")
 
 
 # The float32 weights of each network a reduced-precision Detector casts, kept for the guard's
@@ -224,9 +73,9 @@ class Detector:
     again in float32, from a float32 copy of the weights made before they are cast (on the CPU that
     copy costs float32 weights' memory on top of the reduced ones; on a GPU it is moved there on the
     first recomputation). A network handed over already below float32 has no such copy and runs
-    unguarded. The guard also bounds what it costs (see `PrecisionGuard`): `guard_counts` (a
-    `GuardLedger`) counts what it did over the Detector's life, and `last_precisions` says which
-    precision produced each map of the latest `predict`.
+    unguarded. The guard also bounds what it costs (see `pal_core.detect.guard`): `guard_counts` (a
+    `GuardLedger`) counts what it did and the error it measured over the Detector's life, and
+    `last_precisions` says which precision produced each map of the latest `predict`.
     """
 
     def __init__(
@@ -357,7 +206,7 @@ class Detector:
         `memory.run_within_memory`). An image with a NaN or infinite pixel (an fp16 VAE decode can give
         them) is not run: its map is all NaN, so it cannot pass for a clean image.
         `threshold` is where masks will be cut: below float32 the guard keeps the maps decided
-        there (see `PrecisionGuard`); pass the threshold you will use.
+        there (see `pal_core.detect.guard`); pass the threshold you will use.
         """
         check_threshold(threshold)
         self.guard_counts.last_undecided = []
@@ -434,7 +283,7 @@ class Detector:
         """Frames [H, W, 3] (any sizes at a fixed input size) -> (probability map [H, W] float32, the
         precision that produced it) each. With a guard, the images run below float32 in tries as large
         as the ledger allows (a try that passes saves enough for a larger next one), those the guard
-        sends back run again in float32 at once (so later tries use the band they measured), and the
+        sends back run again in float32 at once (so later tries use the error they measured), and the
         images the budget allows no try run in one float32 batch."""
         if not self.guarded:
             maps = self._probabilities(frames, self._network(self._network_input(frames)))
@@ -505,9 +354,8 @@ class Detector:
     def _undecided(self, maps: list[torch.Tensor], threshold: float) -> list[int]:
         """Indices of the maps the guard sends back to float32."""
         again = []
-        band = self.guard_counts.band(self.guard)
         for i, prob in enumerate(maps):
-            share = self.guard.undecided(prob, threshold, band)
+            share = self.guard_counts.flip_share(self.guard, prob, threshold)
             self.guard_counts.last_undecided.append(share)
             if share > self.guard.share:
                 again.append(i)
