@@ -177,8 +177,7 @@ def time_rows(model: Path, rows: list[str], frames: list, batches: list[int], re
                 entry["cpu"].append(spent[row][1] / len(frames))
                 entry.setdefault("maps", maps[row])
                 ledger = detector.guard_counts
-                band = ledger.band(detector.guard) if detector.guarded else None
-                entry["ledger"].append((ledger.checked, ledger.recomputed, ledger.direct, band))
+                entry["ledger"].append((ledger.checked, ledger.recomputed, ledger.direct, detector.guarded))
                 summary = ledger.summary(detector.guard, detector.precision) if detector.guarded else ""
                 print(f"  {model.stem} {row} batch {batch} repeat {repeat + 1}: {entry['seconds'][-1]:.2f} s/image, "
                       f"CPU {entry['cpu'][-1]:.2f} s/image ({detector.precision}{', ' + summary if summary else ''}; "
@@ -333,7 +332,7 @@ def benchmark(args) -> int:
                                              args.memory_batch, args)
                 except RowFailed as error:
                     failures.append(str(error))
-        tables.append(table(model.stem if name != "random" else "random", timed, mmseg, memory, rows, args))
+        tables.append(table(model.stem if name != "random" else "random", timed, mmseg, memory, rows, names, args))
     print(f"load average after: {_load()}\n")
     print("\n\n".join(tables))
     for failure in failures:
@@ -341,7 +340,7 @@ def benchmark(args) -> int:
     return 1 if failures else 0
 
 
-def table(model: str, timed: dict, mmseg: dict | None, memory: dict, rows: list[str], args) -> str:
+def table(model: str, timed: dict, mmseg: dict | None, memory: dict, rows: list[str], names: list[str], args) -> str:
     fp32_maps = next((e["maps"] for (row, _), e in timed.items() if row == "fp32"), None)
     lines = [f"model {model}: undecided share (within 0.1 of {THRESHOLD}) of fp32's maps: "
              + (", ".join(f"{s:.2%}" for s in undecided(fp32_maps)) if fp32_maps else "-")
@@ -353,7 +352,7 @@ def table(model: str, timed: dict, mmseg: dict | None, memory: dict, rows: list[
                      f"ours fp32 vs mmseg: {total:.4%} of mask pixels equal (worst picture {worst:.4%}), "
                      f"largest probability difference {diff:.4f}")
     lines += ["", "| row | precision | batch | s/image (each repeat) | images/s | vs our fp32 | CPU s/image | CPU vs our fp32 "
-                  "| guard: tried/sent back/fp32 directly (band at the end) "
+                  "| guard: tried/sent back/fp32 directly "
                   "| masks equal to fp32 (all / worst picture) | largest prob. difference |"
                   + (f" peak MiB (batch {args.memory_batch}) |" if memory else ""),
               "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if memory else "")]
@@ -363,7 +362,7 @@ def table(model: str, timed: dict, mmseg: dict | None, memory: dict, rows: list[
         speed = f"{statistics.median(base['seconds']) / seconds:.2f}x" if base else "-"
         cpu = statistics.median(entry["cpu"])
         cpu_speed = f"{statistics.median(base['cpu']) / cpu:.2f}x" if base else "-"
-        checked = [f"{c}/{r}/{d} (band {band:.3g})" for c, r, d, band in entry["ledger"] if band is not None]
+        checked = [f"{c}/{r}/{d}" for c, r, d, guarded in entry["ledger"] if guarded]
         guard = ", ".join(checked) if checked else "-"
         agree = diff = "-"
         if fp32_maps is not None and row != "fp32":
@@ -372,12 +371,33 @@ def table(model: str, timed: dict, mmseg: dict | None, memory: dict, rows: list[
         peak = f" {memory[row]['peak_mib']:.0f} |" if row in memory else (" - |" if memory else "")
         lines.append(f"| {row} | {entry['precision']} | {batch} | {seconds:.2f} ({', '.join(f'{s:.2f}' for s in entry['seconds'])}) "
                      f"| {1 / seconds:.3f} | {speed} | {cpu:.2f} | {cpu_speed} | {guard} | {agree} | {diff} |{peak}")
-    for (row, batch), entry in timed.items():  # what the guard's band has to cover
-        if fp32_maps is not None and row != "fp32" and not any(band is not None for *_, band in entry["ledger"]):
-            differences = [float((a - b).abs().max()) for a, b in zip(fp32_maps, entry["maps"])]
-            lines.append(f"\n{row} (batch {batch}) vs fp32, largest probability difference per picture: "
-                         + ", ".join(f"{d:.4f}" for d in differences))
+    for (row, batch), entry in timed.items():  # unguarded rows: what the guard's estimate would have said
+        if fp32_maps is not None and row != "fp32" and not any(guarded for *_, guarded in entry["ledger"]):
+            lines += ["", *estimate_check(fp32_maps, entry["maps"], names, f"{row} (batch {batch})")]
     return "\n".join(lines)
+
+
+def estimate_check(fp32_maps: list, reduced_maps: list, names: list[str], row: str) -> list[str]:
+    """Per picture of an unguarded reduced row: how many mask pixels really differ from fp32's, and what the
+    guard would have estimated, with its error measured as in a run (on the first picture its starting
+    band sends back, the first one computed in both precisions; later ones sent back add to it)."""
+    from pal_core.detect.guard import MeasuredError, PrecisionGuard
+
+    guard, error = PrecisionGuard(), MeasuredError()
+    lines = [f"{row} against fp32, per picture, and the guard's judgement of the {row} map:", "",
+             "| picture | largest prob. difference | mask pixels differing | within 0.1 of 0.5 | estimated to differ "
+             "(error measured on; before any: within 0.1) | guard |", "|---|---|---|---|---|---|"]
+    for name, exact, reduced in zip(names, fp32_maps, reduced_maps):
+        differing = float(((exact > THRESHOLD) != (reduced > THRESHOLD)).float().mean())
+        within = guard.undecided(reduced, THRESHOLD)
+        measured_on = error.images
+        estimate = error.flip_share(reduced, THRESHOLD, guard.margin) if measured_on else within
+        sent_back = estimate > guard.share
+        if sent_back:
+            error.add(reduced, exact, THRESHOLD)
+        lines.append(f"| {name} | {float((exact - reduced).abs().max()):.4f} | {differing:.4%} | {within:.3%} | "
+                     f"{estimate:.4%} ({measured_on} pictures) | {'sent back' if sent_back else 'kept'} |")
+    return lines
 
 
 def _load() -> str:
