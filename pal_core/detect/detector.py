@@ -284,20 +284,30 @@ class Detector:
         precision that produced it) each. With a guard, the images run below float32 in tries as large
         as the ledger allows (a try that passes saves enough for a larger next one), those the guard
         sends back run again in float32 at once (so later tries use the error they measured), and the
-        images the budget allows no try run in one float32 batch."""
+        images the budget allows no try run in one float32 batch. Until float32's time per image is
+        known, one image after a batch's first try runs in float32 directly: without that time a kept
+        image saves nothing in the ledger's count, and tries would stay single images (slow on a GPU)."""
         if not self.guarded:
             maps = self._probabilities(frames, self._network(self._network_input(frames)))
             return [(prob, self.precision) for prob in maps]
         results: list[tuple[torch.Tensor, str] | None] = [None] * len(frames)
-        pending = list(range(len(frames)))
-        while pending and (tried := self.guard_counts.reduced_share(self.guard, len(pending))):
-            chunk, pending = pending[:tried], pending[tried:]
+        pending, ledger, tried_here = list(range(len(frames))), self.guard_counts, False
+        while pending:
+            if tried_here and not ledger.knows_cost_ratio(self.guard):  # one image in float32 to learn its time
+                results[pending[0]] = (self._float32_maps([frames[pending[0]]], self._float32_network())[0], "fp32")
+                ledger.record(0, 0, 1)
+                pending = pending[1:]
+                continue
+            tried = ledger.reduced_share(self.guard, len(pending))
+            if not tried:
+                break
+            chunk, pending, tried_here = pending[:tried], pending[tried:], True
             for i, result in zip(chunk, self._guarded_try([frames[i] for i in chunk], threshold)):
                 results[i] = result
         if pending:
             for i, prob in zip(pending, self._float32_maps([frames[i] for i in pending], self._float32_network())):
                 results[i] = (prob, "fp32")
-            self.guard_counts.record(0, 0, len(pending))
+            ledger.record(0, 0, len(pending))
         return results
 
     def _guarded_try(self, frames: list[torch.Tensor], threshold: float) -> list[tuple[torch.Tensor, str]]:

@@ -158,12 +158,16 @@ class GuardLedger:
         if self.error.images == 1 and self.flip_share(guard, reduced, threshold) <= guard.share:
             self.probes = 2
 
+    def knows_cost_ratio(self, guard: PrecisionGuard) -> bool:
+        """Whether the cost ratio is given or measured (else a reduced forward counts as dear as float32's)."""
+        return guard.cost_ratio is not None or bool(self.reduced_timed and self.float32_timed)
+
     def cost_ratio(self, guard: PrecisionGuard) -> float:
         """The guard's, else the measured ratio of reduced to float32 seconds per image (1 until both are
         timed: a reduced forward is assumed to cost as much as a float32 one)."""
         if guard.cost_ratio is not None:
             return guard.cost_ratio
-        if not self.reduced_timed or not self.float32_timed or self.float32_seconds <= 0:
+        if not self.knows_cost_ratio(guard) or self.float32_seconds <= 0:
             return 1.0
         return (self.reduced_seconds / self.reduced_timed) / (self.float32_seconds / self.float32_timed)
 
