@@ -380,23 +380,32 @@ def table(model: str, timed: dict, mmseg: dict | None, memory: dict, rows: list[
 def estimate_check(fp32_maps: list, reduced_maps: list, names: list[str], row: str) -> list[str]:
     """Per picture of an unguarded reduced row: how many mask pixels really differ from fp32's, and what the
     guard would have estimated, with its error measured as in a run (on the first picture its starting
-    band sends back, the first one computed in both precisions; later ones sent back add to it)."""
-    from pal_core.detect.guard import MeasuredError, PrecisionGuard
+    band sends back, the first one computed in both precisions; later ones sent back add to it), taking
+    the error as measured (x1) and as the guard does (its margin)."""
+    from pal_core.detect.guard import MeasuredError, PrecisionGuard, logit, logit_distance
 
     guard, error = PrecisionGuard(), MeasuredError()
     lines = [f"{row} against fp32, per picture, and the guard's judgement of the {row} map:", "",
-             "| picture | largest prob. difference | mask pixels differing | within 0.1 of 0.5 | estimated to differ "
-             "(error measured on; before any: within 0.1) | guard |", "|---|---|---|---|---|---|"]
+             "| picture | largest prob. difference | 99th pct. logit error near 0.5 | mask pixels differing | "
+             f"within 0.1 of 0.5 | estimated to differ, error x1 / x{guard.margin:g} (error measured on) | guard |",
+             "|---|---|---|---|---|---|---|"]
     for name, exact, reduced in zip(names, fp32_maps, reduced_maps):
         differing = float(((exact > THRESHOLD) != (reduced > THRESHOLD)).float().mean())
+        near = logit_distance(exact, THRESHOLD) < 2
+        logit_error = (logit(reduced[near]) - logit(exact[near])).abs()
+        p99 = f"{float(logit_error.quantile(0.99)):.4f}" if 0 < logit_error.numel() <= 1 << 24 else "-"
         within = guard.undecided(reduced, THRESHOLD)
         measured_on = error.images
-        estimate = error.flip_share(reduced, THRESHOLD, guard.margin) if measured_on else within
+        if measured_on:
+            plain, estimate = error.flip_share(reduced, THRESHOLD, 1.0), error.flip_share(reduced, THRESHOLD, guard.margin)
+            estimated = f"{plain:.4%} / {estimate:.4%} ({measured_on})"
+        else:
+            estimate, estimated = within, f"- / - (0: counted within 0.1: {within:.3%})"
         sent_back = estimate > guard.share
         if sent_back:
             error.add(reduced, exact, THRESHOLD)
-        lines.append(f"| {name} | {float((exact - reduced).abs().max()):.4f} | {differing:.4%} | {within:.3%} | "
-                     f"{estimate:.4%} ({measured_on} pictures) | {'sent back' if sent_back else 'kept'} |")
+        lines.append(f"| {name} | {float((exact - reduced).abs().max()):.4f} | {p99} | {differing:.4%} | {within:.3%} | "
+                     f"{estimated} | {'sent back' if sent_back else 'kept'} |")
     return lines
 
 
