@@ -56,33 +56,41 @@ def make(args) -> None:
     from pal_core.train.distillation import DistillSettings, distill, distill_recipe
 
     torch.set_num_threads(args.threads)
-    recipe = distill_recipe(fresh_student=True, steps=args.steps, batch_size=args.batch_size,
+    recipe = distill_recipe(fresh_student=True, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                             crop_size=args.crop_size, warmup_steps=min(50, args.steps // 10),
                             val_every=args.steps, val_limit=8, save_every=args.save_every, log_every=5)
     # two held-out images (the least distill measures agreement on): a Swin-B forward at 512 is slow on a CPU
-    settings = DistillSettings(synthetic=str(args.data), synthetic_share=0.5, speed_images=2, held_out_share=0.01)
-    result = distill(args.teacher, images_of(Path(args.data)), args.out, student=student_start(args.input_size),
+    settings = DistillSettings(synthetic=str(args.data), synthetic_share=args.synthetic_share, speed_images=2,
+                               held_out_share=0.01)
+    student = args.init or student_start(args.input_size)  # --init: go on from an earlier student's weights
+    result = distill(args.teacher, images_of(Path(args.data)), args.out, student=student,
                      name="swin_upernet_confident_bench", recipe=recipe, settings=settings,
                      cache_dir=DEFAULT_CACHE / "teacher", device="cpu", resume=args.resume, progress=True)
     print(f"written: {result.out}")
 
 
-def describe(path: str, data: Path, threads: int, limit: int) -> None:
-    """Per picture: the share of pixels within 0.1 of the 0.5 threshold, and the mask's area."""
+def describe(path: str, teacher: str, data: Path, threads: int, limit: int) -> None:
+    """Per picture: the share of pixels within 0.1 of the 0.5 threshold, the mask's area, and how the mask
+    agrees with the teacher's (its area, and IoU; 'n/a' where both are empty)."""
     import torch
 
     from pal_core.hub.loading import load_detector
     from pal_core.imageio import list_images, read_image
 
     torch.set_num_threads(threads)
-    detector = load_detector(path, device="cpu", dtype="fp32", input_size=512)
+    detectors = [load_detector(source, device="cpu", dtype="fp32", input_size=512) for source in (path, teacher)]
     pictures = sorted(list_images([str(ROOT / "workflows" / "input")]))
     pictures += sorted(list_images([str(data / "images" / "val")]))[:limit]
+    print(f"{'near 0.5':>8}  {'mask':>7}  {'teacher':>7}  {'IoU':>5}  picture (teacher: {teacher})")
     for picture in pictures:
-        prob = detector.predict(read_image(picture).unsqueeze(0))[0]
+        image = read_image(picture).unsqueeze(0)
+        prob, teacher_prob = (detector.predict(image)[0] for detector in detectors)
+        mask, teacher_mask = prob > 0.5, teacher_prob > 0.5
         near = float(((prob - 0.5).abs() < 0.1).float().mean())
-        print(f"{near:8.3%} within 0.1 of 0.5, mask {float((prob > 0.5).float().mean()):7.3%}  {Path(picture).name}",
-              flush=True)
+        union = int((mask | teacher_mask).sum())
+        iou = f"{int((mask & teacher_mask).sum()) / union:5.3f}" if union else "  n/a"
+        print(f"{near:8.3%}  {float(mask.float().mean()):7.3%}  {float(teacher_mask.float().mean()):7.3%}  {iou}  "
+              f"{Path(picture).name}", flush=True)
 
 
 def main() -> None:
@@ -94,6 +102,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--crop-size", type=int, default=96)
     parser.add_argument("--input-size", type=int, default=512, help="size the images are resized to before cropping")
+    parser.add_argument("--lr", type=float, default=2e-4, help="encoder learning rate (the head's is 10x)")
+    parser.add_argument("--synthetic-share", type=float, default=0.5,
+                        help="share of training samples from the dataset's hard labels (the rest: teacher maps)")
+    parser.add_argument("--init", metavar="MODEL", help="start from this student file instead of random weights")
     parser.add_argument("--save-every", type=int, default=10)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--resume", action="store_true")
@@ -101,7 +113,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=12, help="synthetic validation images --describe looks at")
     args = parser.parse_args()
     if args.describe:
-        describe(args.describe, Path(args.data), args.threads, args.limit)
+        describe(args.describe, args.teacher, Path(args.data), args.threads, args.limit)
     else:
         make(args)
 
