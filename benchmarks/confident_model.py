@@ -58,7 +58,8 @@ def make(args) -> None:
     torch.set_num_threads(args.threads)
     recipe = distill_recipe(fresh_student=True, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                             crop_size=args.crop_size, warmup_steps=min(50, args.steps // 10),
-                            val_every=args.steps, val_limit=8, save_every=args.save_every, log_every=5)
+                            val_every=args.steps, val_limit=8, save_every=args.save_every, log_every=5,
+                            freeze_batchnorm=args.init is not None)  # keep the statistics the start learned
     # two held-out images (the least distill measures agreement on): a Swin-B forward at 512 is slow on a CPU
     settings = DistillSettings(synthetic=str(args.data), synthetic_share=args.synthetic_share, speed_images=2,
                                held_out_share=0.01)
