@@ -70,6 +70,90 @@ def make(args) -> None:
     print(f"written: {result.out}")
 
 
+def classifier_inputs(student, teacher, pictures: list, pixels: int, seed: int = 0):
+    """What the student's last layer sees (its decoder's features) and the teacher's probability there, at
+    `pixels` random places per picture plus up to `pixels` // 4 of the teacher's artifact pixels (they are rare)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from pal_core.imageio import read_image
+
+    seen = {}
+    student.model.decode_head.classifier.register_forward_pre_hook(lambda _, inputs: seen.update(x=inputs[0]))
+    rng = np.random.default_rng(seed)
+    features, targets = [], []
+    for number, picture in enumerate(pictures, 1):
+        image = read_image(picture).unsqueeze(0)
+        student.predict(image)
+        channels, h, w = seen["x"].shape[1:]
+        target = F.interpolate(teacher.predict(image)[:1, None].float(), size=(h, w), mode="area").flatten()
+        artifact = torch.nonzero(target > 0.5).flatten().numpy()
+        places = np.concatenate([rng.choice(h * w, size=min(pixels, h * w), replace=False),
+                                 rng.permutation(artifact)[:pixels // 4]])
+        features.append(seen["x"][0].reshape(channels, -1)[:, places].T)
+        targets.append(target[places])
+        print(f"{number}/{len(pictures)} {Path(picture).name}", flush=True)
+    return torch.cat(features), torch.cat(targets)
+
+
+def fit_logistic(features, targets, l2: float):
+    """Weights and bias of the 'artifact' logit: logistic regression on standardised features, artifact pixels
+    weighted up to balance the classes, the bias then set so the predicted area matches the teacher's."""
+    import torch
+
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    z = (features - mean) / std
+    weights, bias = torch.zeros(z.shape[1], requires_grad=True), torch.zeros(1, requires_grad=True)
+    share = float((targets > 0.5).float().mean())
+    balance = torch.tensor((1 - share) / max(share, 1e-6))
+    optimizer = torch.optim.LBFGS([weights, bias], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ weights + bias, targets, pos_weight=balance)
+        loss = loss + l2 * (weights * weights).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        shift = torch.quantile(z @ weights + bias, 1 - share)
+        return weights / std, bias - shift - (weights * mean / std).sum()
+
+
+def fit_classifier(args) -> None:
+    """Fits only the last layer of --init to the teacher's maps (the rest stays as it is), sharpened by --sharpen:
+    a Swin-B trained end to end on a 2-core CPU collapses to 'no artifact' before it learns where they are."""
+    import torch
+
+    from pal_core.hub.checkpoint import DetectorCheckpoint, save_detector_file
+    from pal_core.hub.loading import load_detector, read_checkpoint
+    from pal_core.imageio import list_images
+
+    if Path(args.out).exists():
+        raise SystemExit(f"{args.out} already exists; choose another --out")
+    torch.set_num_threads(args.threads)
+    student, teacher = (load_detector(source, device="cpu", dtype="fp32", input_size=512)
+                        for source in (args.init, args.teacher))
+    pictures = sorted(list_images([str(Path(args.data) / "images" / "train")]))  # --describe's pictures stay unseen
+    pictures = pictures[::max(1, len(pictures) // args.fit_pictures)][:args.fit_pictures]
+    with torch.no_grad():
+        features, targets = classifier_inputs(student, teacher, pictures, pixels=4096)
+    weights, bias = fit_logistic(features, targets, l2=1e-4)
+    start = read_checkpoint(args.init)
+    classifier = start.model.decode_head.classifier  # class 1 - class 0 is the artifact logit
+    with torch.no_grad():
+        classifier.weight.zero_()
+        classifier.bias.zero_()
+        classifier.weight[1, :, 0, 0] = args.sharpen * weights
+        classifier.bias[1] = args.sharpen * bias[0]
+    source = f"{start.source}; last layer fitted to {args.teacher} on {len(pictures)} pictures, sharpened x{args.sharpen}"
+    save_detector_file(DetectorCheckpoint(start.model, "swin_upernet_trained_like_bench", start.preprocess, source,
+                                          start.extra), args.out)
+    print(f"written: {args.out}")
+
+
 def describe(path: str, teacher: str, data: Path, threads: int, limit: int) -> None:
     """Per picture: the share of pixels within 0.1 of the 0.5 threshold, the mask's area, and how the mask
     agrees with the teacher's (its area, and IoU; 'n/a' where both are empty)."""
@@ -112,9 +196,16 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--describe", metavar="MODEL", help="print the model's probability distribution and exit")
     parser.add_argument("--limit", type=int, default=12, help="synthetic validation images --describe looks at")
+    parser.add_argument("--fit-classifier", action="store_true", help="fit only the last layer of --init (see below)")
+    parser.add_argument("--fit-pictures", type=int, default=40, help="training pictures --fit-classifier looks at")
+    parser.add_argument("--sharpen", type=float, default=8.0, help="factor on the fitted logit (confidence)")
     args = parser.parse_args()
     if args.describe:
         describe(args.describe, args.teacher, Path(args.data), args.threads, args.limit)
+    elif args.fit_classifier:
+        if not args.init:
+            parser.error("--fit-classifier needs --init MODEL (the network whose last layer is fitted)")
+        fit_classifier(args)
     else:
         make(args)
 
