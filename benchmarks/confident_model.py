@@ -72,7 +72,7 @@ def make(args) -> None:
 
 def classifier_inputs(student, teacher, pictures: list, pixels: int, seed: int = 0):
     """What the student's last layer sees (its decoder's features) and the teacher's probability there, at
-    `pixels` random places per picture plus up to `pixels` // 4 of the teacher's artifact pixels (they are rare)."""
+    `pixels` random places per picture (uniform, so that the share of artifact pixels is the teacher's)."""
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -88,9 +88,7 @@ def classifier_inputs(student, teacher, pictures: list, pixels: int, seed: int =
         student.predict(image)
         channels, h, w = seen["x"].shape[1:]
         target = F.interpolate(teacher.predict(image)[:1, None].float(), size=(h, w), mode="area").flatten()
-        artifact = torch.nonzero(target > 0.5).flatten().numpy()
-        places = np.concatenate([rng.choice(h * w, size=min(pixels, h * w), replace=False),
-                                 rng.permutation(artifact)[:pixels // 4]])
+        places = torch.from_numpy(rng.choice(h * w, size=min(pixels, h * w), replace=False))
         features.append(seen["x"][0].reshape(channels, -1)[:, places].T)
         targets.append(target[places])
         print(f"{number}/{len(pictures)} {Path(picture).name}", flush=True)
