@@ -95,7 +95,7 @@ def classifier_inputs(start, teacher, pictures: list, pixels: int, seed: int = 0
     from pal_core.imageio import read_image
 
     seen = {}
-    start.model.eval().decode_head.fpn_bottleneck.bn.register_forward_hook(lambda *io: seen.update(x=io[2]))
+    start.model.eval().decode_head.fpn_bottleneck.bn.register_forward_hook(lambda *io: seen.update(x=io[2].clone()))  # before the in-place ReLU
     rng = np.random.default_rng(seed)
     features, targets = [], []
     for number, picture in enumerate(pictures, 1):
