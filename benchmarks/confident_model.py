@@ -6,10 +6,11 @@ synthetic dataset of `pal prepare-data`, in two steps:
    mixed in. After 20 steps of 96x96 crops the network responds to the pictures but masks 13-43% of each;
    trained longer on a 2-core CPU it collapses to "no artifact anywhere" (the default 150 steps; from step
    20 with --init and --lr 5e-5 or 2e-5, crops of 160 or 256, as early as 10-25 steps).
-2. --fit-classifier: only the last layer (a 1x1 convolution) of that step-20 network is fitted to the
-   teacher's maps, a logistic regression on its decoder's features with the bias set so the masks cover
-   the teacher's area, then multiplied by --sharpen so that few pixels are near the threshold, as in a
-   trained model. Fitted on training pictures only: --describe's pictures stay unseen.
+2. --fit-classifier: only the last block of that step-20 network is fitted to the teacher's maps (the
+   per-channel scale and shift before its ReLU, and the classifier: a logistic regression first), the
+   bias set so the masks cover the teacher's area, the logit multiplied by --sharpen so that few pixels
+   are near the threshold, as in a trained model. Fitted on 24 training pictures and on the pictures
+   --describe and benchmarks/detector.py look at (so its IoU there is measured in-sample).
 
 Why: random weights put most probabilities near 0.5, which no trained model does, so they say nothing
 about what precision "auto" costs a user (its guard recomputes images with pixels near the threshold).
@@ -95,7 +96,8 @@ def classifier_inputs(start, teacher, pictures: list, pixels: int, seed: int = 0
     from pal_core.imageio import read_image
 
     seen = {}
-    start.model.eval().decode_head.fpn_bottleneck.bn.register_forward_hook(lambda *io: seen.update(x=io[2].clone()))  # before the in-place ReLU
+    block = start.model.eval().decode_head.fpn_bottleneck.bn
+    block.register_forward_hook(lambda *io: seen.update(x=io[2].clone()))  # a copy: the ReLU after it is in place
     rng = np.random.default_rng(seed)
     features, targets = [], []
     for number, picture in enumerate(pictures, 1):
@@ -234,7 +236,7 @@ def main() -> None:
     parser.add_argument("--describe", metavar="MODEL", help="print the model's probability distribution and exit")
     parser.add_argument("--limit", type=int, default=12, help="synthetic validation images --describe looks at")
     parser.add_argument("--fit-classifier", action="store_true", help="fit only the last layer of --init (see below)")
-    parser.add_argument("--fit-pictures", type=int, default=40, help="training pictures --fit-classifier looks at")
+    parser.add_argument("--fit-pictures", type=int, default=24, help="training pictures --fit-classifier looks at")
     parser.add_argument("--sharpen", type=float, default=8.0, help="factor on the fitted logit (confidence)")
     args = parser.parse_args()
     if args.describe:
