@@ -3,7 +3,8 @@ confidence of a trained one, without the official file, from the shipped PAL-lit
 synthetic dataset of `pal prepare-data`, in two steps:
 
 1. distillation (`pal_core.train.distillation.distill`) of a random-initialised Swin-B/UPerNet, hard labels
-   mixed in. After 20 steps of 96x96 crops the network responds to the pictures but masks 13-43% of each;
+   mixed in. After 20 steps of 96x96 crops the network responds to the pictures (masks of 0-4% of each, in the
+   wrong places: IoU with the teacher's about 0);
    trained longer on a 2-core CPU it collapses to "no artifact anywhere" (the default 150 steps; from step
    20 with --init and --lr 5e-5 or 2e-5, crops of 160 or 256, as early as 10-25 steps).
 2. --fit-classifier: only the last block of that step-20 network is fitted to the teacher's maps (the
@@ -11,6 +12,10 @@ synthetic dataset of `pal prepare-data`, in two steps:
    bias set so the masks cover the teacher's area, the logit multiplied by --sharpen so that few pixels
    are near the threshold, as in a trained model. Fitted on 24 training pictures and on the pictures
    --describe and benchmarks/detector.py look at (so its IoU there is measured in-sample).
+
+docs/benchmarks-precision.md runs both: the step-20 network as the confident model (its bf16 error,
+0.003-0.018, is a trained network's) and the fitted one as a bf16-hostile model (its fitted last layer
+cancels large terms, which bf16 rounds badly: up to 0.40 in probability).
 
 Why: random weights put most probabilities near 0.5, which no trained model does, so they say nothing
 about what precision "auto" costs a user (its guard recomputes images with pixels near the threshold).
