@@ -127,3 +127,19 @@ def test_tiles_below_float32_are_guarded_and_counted_against_the_cost_bound():
     assert sum(1 for shape in float32_calls if shape[2] == 384) == 1 and len(float32_calls) > 2
     reference = detector(ScarceMemory(LocalNet(), max_pixels=200 * 200), input_size=None).predict(images)
     assert all(torch.equal(a, b) for a, b in zip(exact, reference))  # float32's tiled maps exactly
+
+
+def test_a_guarded_batch_split_after_out_of_memory_counts_each_image_once():
+    """Tries within a batch grow (2, then 4 here): the first fits, the second runs out of memory, and the
+    batch is run again in halves. The ledger counts each image once, as the maps say."""
+    from pal_core.detect.detector import PrecisionGuard
+
+    images = torch.rand(8, 40, 40, 3, generator=torch.Generator().manual_seed(7))
+    scarce = ScarceMemory(LocalNet(), max_pixels=3 * 64 * 64)
+    guarded = Detector(scarce, DetectorInfo("local", "test", "safetensors", "test"), Preprocess(input_size=64),
+                       dtype=torch.bfloat16, guard=PrecisionGuard(band=1e-6, budget=0.1, cost_ratio=0.5))
+    guarded.predict(images, threshold=0.5)
+    ledger = guarded.guard_counts
+    assert [shape[0] for shape in scarce.calls][:2] == [2, 4]  # 2 kept, then 4 out of memory: halves of 8 follow
+    assert (ledger.images, ledger.checked + ledger.direct) == (8, 8)
+    assert guarded.last_precisions.count("bf16") == ledger.checked - ledger.recomputed

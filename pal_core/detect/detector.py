@@ -290,6 +290,17 @@ class Detector:
         if not self.guarded:
             maps = self._probabilities(frames, self._network(self._network_input(frames)))
             return [(prob, self.precision) for prob in maps]
+        ledger = self.guard_counts
+        counted = (ledger.images, ledger.checked, ledger.recomputed, ledger.direct)
+        try:
+            return self._guarded_forward(frames, threshold)
+        except BaseException:
+            # out of memory: run_within_memory runs these frames again in smaller parts; count them once
+            # (what was measured on the way, times and errors, stays: it is true of this network)
+            ledger.images, ledger.checked, ledger.recomputed, ledger.direct = counted
+            raise
+
+    def _guarded_forward(self, frames: list[torch.Tensor], threshold: float) -> list[tuple[torch.Tensor, str]]:
         results: list[tuple[torch.Tensor, str] | None] = [None] * len(frames)
         pending, ledger, tried_here = list(range(len(frames))), self.guard_counts, False
         while pending:
