@@ -150,7 +150,9 @@ def test_convert_failing_while_writing_is_a_sentence(tmp_path, capsys, monkeypat
 
 @pytest.fixture
 def teacher(tiny_detector_file):
-    return load_detector(tiny_detector_file, device="cpu", input_size=64)
+    # fp32: a map computed again must equal the first one bit for bit; under auto on a CPU with bf16 units
+    # the guard's history and the batch a picture runs in decide bf16 or fp32 and its rounding
+    return load_detector(tiny_detector_file, device="cpu", input_size=64, dtype="fp32")
 
 
 def test_distill_cache_that_is_a_file_fails_before_the_teacher_runs(tmp_path, capsys, tiny_detector_file):
