@@ -110,7 +110,7 @@ class MeasuredError:
         it if its error exceeds D; one D below, if its error is below -D: the mean over pixels of the
         share of measured errors that would have done it."""
         errors = self.logit_errors
-        if not errors.numel():  # no pixel near the threshold measured: nothing known to flip one
+        if not errors.numel():  # no pixel near the threshold measured: no error known to flip one
             return 0.0
         offset = (logit(reduced) - math.log(threshold / (1 - threshold))).flatten().cpu() / margin
         reach = float(errors.abs().max())
@@ -147,8 +147,9 @@ class GuardLedger:
 
     def flip_share(self, guard: PrecisionGuard, reduced: torch.Tensor, threshold: float) -> float:
         """The share of `reduced`'s pixels that can flip: estimated from the measured error once there is
-        one (and the guard has a margin), else those within the guard's band."""
-        if self.error.images and guard.margin is not None:
+        one (and the guard has a margin), else those within the guard's band (also while the images
+        measured had no pixel near the threshold, which gives no errors to judge by)."""
+        if self.error.logit_errors.numel() and guard.margin is not None:
             return self.error.flip_share(reduced, threshold, guard.margin)
         return guard.undecided(reduced, threshold)
 
@@ -206,7 +207,7 @@ class GuardLedger:
                 f"{self.direct} run in fp32 directly (cost bound)")
         if guard is None:
             return line
-        if not self.error.images or guard.margin is None:
+        if not self.error.logit_errors.numel() or guard.margin is None:
             return f"{line}; pixels within {guard.band:g} of the threshold counted as undecided"
         return (f"{line}; {precision}'s error measured on {self.error.images} "
                 f"image{'s' if self.error.images != 1 else ''} (largest probability difference "
