@@ -310,6 +310,16 @@ def test_the_measured_error_predicts_how_many_mask_pixels_flip():
     assert error.flip_share(torch.full((8, 8), 0.99), 0.5, margin=3.0) == 0.0  # far from the threshold
 
 
+def test_an_image_measured_with_no_pixel_near_the_threshold_leaves_the_band_in_charge():
+    """Two maps far from the threshold give no error to judge by: the starting band goes on counting."""
+    ledger, guard = GuardLedger(), PrecisionGuard()
+    far = torch.full((16, 16), 0.999)
+    ledger.compare(guard, far, far.clone(), threshold=0.5)
+    assert ledger.error.images == 1 and ledger.error.logit_errors.numel() == 0
+    assert ledger.flip_share(guard, torch.full((16, 16), 0.52), 0.5) == 1.0  # all within 0.1 of 0.5
+    assert ledger.summary(guard).endswith("pixels within 0.1 of the threshold counted as undecided")
+
+
 def test_a_measured_error_larger_than_assumed_makes_the_guard_stricter():
     """At threshold 0.3 the tiny model's maps (0.51-0.59) lie outside the starting band: kept in bf16. Once
     an error is measured, it decides: 3x it cannot reach the threshold (kept), 1000x it can (sent back)."""
