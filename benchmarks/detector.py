@@ -129,11 +129,6 @@ def agreement(reference: list, other: list) -> tuple[float, float, float]:
     return total, worst, max(float((a - b).abs().max()) for a, b in zip(reference, other))
 
 
-def undecided(maps: list) -> list[float]:
-    """Per map: the share of pixels within 0.1 of the threshold (what the guard counts with its starting band)."""
-    return [float(((m - THRESHOLD).abs() < 0.1).float().mean()) for m in maps]
-
-
 # ----------------------------------------------------------------------------------------------
 # Timing: our rows, interleaved in this process
 
@@ -341,9 +336,11 @@ def benchmark(args) -> int:
 
 
 def table(model: str, timed: dict, mmseg: dict | None, memory: dict, rows: list[str], names: list[str], args) -> str:
+    from pal_core.detect.guard import PrecisionGuard
+
     fp32_maps = next((e["maps"] for (row, _), e in timed.items() if row == "fp32"), None)
     lines = [f"model {model}: undecided share (within 0.1 of {THRESHOLD}) of fp32's maps: "
-             + (", ".join(f"{s:.2%}" for s in undecided(fp32_maps)) if fp32_maps else "-")
+             + (", ".join(f"{PrecisionGuard().undecided(m, THRESHOLD):.2%}" for m in fp32_maps) if fp32_maps else "-")
              + "; mask area: " + (", ".join(f"{float((m > THRESHOLD).float().mean()):.2%}" for m in fp32_maps)
                                   if fp32_maps else "-")]
     if mmseg is not None:
